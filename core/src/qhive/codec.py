@@ -1,0 +1,70 @@
+"""Task packages: serializer -> optional zlib -> signer, and back.
+
+The signed bytes are ``b"Q" + flags + len(name) + serializer name + body``.
+Carrying the serializer name lets a cluster say *which* serializer made a
+package it cannot read, instead of failing inside pickle or json.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from qhive.contracts import Serializer, Signer
+from qhive.errors import SerializationError
+
+_MAGIC = b"Q"
+_COMPRESSED = 0x01
+
+
+class TaskCodec:
+    """Encodes task packages for the broker and decodes what comes back.
+
+    :meth:`decode` verifies the signature before anything else: bytes that fail
+    it raise :class:`qhive.errors.BadSignature` and are never deserialized.
+    """
+
+    def __init__(
+        self,
+        serializer: Serializer,
+        signer: Signer,
+        *,
+        serializer_name: str,
+        compress: bool = False,
+    ) -> None:
+        name = serializer_name.encode()
+        if len(name) > 255:
+            raise ValueError("serializer name longer than 255 bytes")
+        self.serializer = serializer
+        self.signer = signer
+        self.serializer_name = serializer_name
+        self.compress = compress
+        self._header = bytes((len(name),)) + name
+
+    def encode(self, obj: Any) -> bytes:
+        body = self.serializer.dumps(obj)
+        flags = 0
+        if self.compress:
+            packed = zlib.compress(body)
+            if len(packed) < len(body):  # tiny packages grow when compressed
+                body, flags = packed, _COMPRESSED
+        return self.signer.sign(b"".join((_MAGIC, bytes((flags,)), self._header, body)))
+
+    def decode(self, package: bytes) -> Any:
+        data = self.signer.unsign(package)  # BadSignature propagates: nothing is unpickled
+        if len(data) < 3 or data[:1] != _MAGIC:
+            raise SerializationError("signed data is not a qhive task package")
+        flags, name_len = data[1], data[2]
+        name = data[3 : 3 + name_len].decode(errors="replace")
+        if name != self.serializer_name:
+            raise SerializationError(
+                f"package was serialized with {name!r} but this process uses "
+                f"{self.serializer_name!r}; set the same 'serializer' on every process"
+            )
+        body = data[3 + name_len :]
+        if flags & _COMPRESSED:
+            try:
+                body = zlib.decompress(body)
+            except zlib.error as exc:
+                raise SerializationError(f"cannot decompress task package: {exc}") from exc
+        return self.serializer.loads(body)

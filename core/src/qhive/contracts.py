@@ -1,0 +1,333 @@
+"""The five backend contracts: what a broker, result store, serializer, signer
+and error reporter must do.
+
+A plugin subclasses one of these, registers it under the matching entry-point
+group (``qhive.brokers``, ``qhive.result_stores``, ``qhive.serializers``,
+``qhive.signers``, ``qhive.reporters``) and proves it with the matching suite
+of ``qhive-testkit``. Drivers are built by :mod:`qhive.drivers` with
+``config=`` (the cluster's :class:`qhive.config.Config`) and the driver's own
+keyword options; an option the constructor does not take is a config error.
+
+Every driver must survive pickling (clusters hand them to worker processes):
+keep connections in attributes that ``__getstate__`` drops and reopen lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from qhive.config import Config
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- brokers
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a broker promises; the contract suite tests exactly what is declared.
+
+    :param receipts: a dequeued message stays with the broker until acknowledged,
+        and comes back after ``config.retry`` seconds if it never is.
+    :param bulk: ``dequeue(count=n)`` may return up to ``n`` messages at once.
+    :param blocking: ``dequeue(timeout=t)`` returns as soon as a message arrives,
+        instead of sleeping ``config.poll`` between looks.
+    :param fifo: messages come out in the order they went in (one consumer);
+        unordered brokers (an SQS standard queue) must say ``fifo=False``.
+    :param stats: ``set_stat`` / ``get_stat`` / ``get_stats`` keep cluster
+        statistics visible to other processes.
+    :param shared: other processes (and a pickled copy of the broker) see the
+        same queue; False only for in-process brokers such as ``memory``.
+    """
+
+    receipts: bool = False
+    bulk: bool = False
+    blocking: bool = False
+    fifo: bool = True
+    stats: bool = False
+    shared: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """One message handed out by :meth:`Broker.dequeue`.
+
+    :param ack_id: opaque handle for :meth:`Broker.acknowledge`, :meth:`Broker.fail`
+        and :meth:`Broker.delete`.
+    :param payload: the bytes given to :meth:`Broker.enqueue`, unchanged.
+    :param deliveries: how many times this message has been handed out, this time
+        included (``1`` the first time); ``None`` when the broker cannot count.
+    """
+
+    ack_id: str
+    payload: bytes
+    deliveries: int | None = None
+
+
+class Broker(ABC):
+    """A queue of opaque, signed task packages.
+
+    ``queue`` is the queue this instance reads and writes (the cluster name).
+    The default implementations of the optional methods are correct but slow;
+    brokers override what their server does better.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, queue: str = "default", *, config: Config | None = None) -> None:
+        if config is None:
+            from qhive.config import Config
+
+            config = Config()
+        self.queue = queue
+        self.config = config
+
+    # -- required
+    @abstractmethod
+    def enqueue(self, payload: bytes) -> str:
+        """Append ``payload`` to the queue and return the broker's id for it."""
+
+    @abstractmethod
+    def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Message]:
+        """Take up to ``count`` messages (one unless ``capabilities.bulk``).
+
+        Waits at most ``timeout`` seconds for the first message and returns an
+        empty list if none came. With ``capabilities.receipts`` a taken message
+        is hidden, not removed, until :meth:`acknowledge` or :meth:`fail`.
+        """
+
+    @abstractmethod
+    def acknowledge(self, ack_id: str) -> None:
+        """The message was processed: remove it for good."""
+
+    @abstractmethod
+    def queue_size(self) -> int:
+        """Messages waiting to be taken (not those in flight)."""
+
+    @abstractmethod
+    def purge_queue(self) -> None:
+        """Remove every message of this queue, waiting or in flight."""
+
+    # -- optional, with defaults
+    def enqueue_many(self, payloads: Iterable[bytes]) -> list[str]:
+        """Enqueue several payloads; brokers with a batch command override this."""
+        return [self.enqueue(p) for p in payloads]
+
+    def fail(self, ack_id: str) -> None:
+        """The message can never succeed (bad signature, out of attempts): drop it.
+
+        Brokers with a dead-letter facility may move it there instead.
+        """
+        self.acknowledge(ack_id)
+
+    def delete(self, ack_id: str) -> None:
+        """Remove a delivered message, as the admin's delete action does."""
+        self.acknowledge(ack_id)
+
+    def delete_queue(self) -> None:
+        """Remove the queue itself; the default empties it."""
+        self.purge_queue()
+
+    def lock_size(self) -> int | None:
+        """Messages in flight (taken, not yet acknowledged); ``None`` if unknown."""
+        return None
+
+    def ping(self) -> bool:
+        """Talk to the server; return True or raise :class:`qhive.errors.BrokerConnectionError`."""
+        return True
+
+    def info(self) -> str:
+        """One line for ``qinfo`` and ``qmonitor``, e.g. ``"Redis 7.0.15"``."""
+        return type(self).__name__
+
+    def close(self) -> None:
+        """Release connections; the broker must still work if used again."""
+
+    # -- statistics (``capabilities.stats``)
+    def set_stat(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
+
+    def get_stat(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or None if absent or expired."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
+
+    def get_stats(self, prefix: str) -> list[bytes]:
+        """Every live value whose key starts with ``prefix``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
+
+    # -- helper for brokers without a blocking wait
+    def _poll(self, take: Callable[[], list[T]], timeout: float) -> list[T]:
+        """Call ``take`` until it returns something or ``timeout`` has passed,
+        sleeping ``config.poll`` between calls."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            got = take()
+            remaining = deadline - time.monotonic()
+            if got or remaining <= 0:
+                return got
+            time.sleep(min(self.config.poll, remaining))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} queue={self.queue!r}>"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass(slots=True)
+class TaskResult:
+    """What a result store keeps of one executed task (Django Q's ``Task`` row)."""
+
+    id: str
+    name: str
+    func: str
+    started: dt.datetime
+    stopped: dt.datetime
+    success: bool
+    result: Any = None
+    args: tuple = ()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    hook: str | None = None
+    group: str | None = None
+    cluster: str | None = None
+    attempt_count: int = 1
+
+    def time_taken(self) -> float:
+        """Seconds between enqueue and the end of the run, as Django Q reports it."""
+        return (self.stopped - self.started).total_seconds()
+
+
+class ResultStore(ABC):
+    """Keeps task results.
+
+    Rules every store follows (the contract suite checks them):
+
+    * a success is final: a later save of the same id changes nothing;
+    * a failure is replaced by a later save of the same id and its
+      ``attempt_count`` becomes the stored count plus one;
+    * the ``config.save_limit`` successes that stopped last are kept (``0``
+      unlimited, ``-1`` none), per ``config.save_limit_per`` value if set;
+      failures are always kept, also when a later success is not.
+    """
+
+    def __init__(self, *, config: Config | None = None) -> None:
+        if config is None:
+            from qhive.config import Config
+
+            config = Config()
+        self.config = config
+
+    @abstractmethod
+    def save(self, result: TaskResult) -> TaskResult:
+        """Store ``result`` by the rules above; return what is now stored for its id
+        (``attempt_count`` up to date), or ``result`` itself if it was not kept."""
+
+    def save_many(self, results: Iterable[TaskResult]) -> list[TaskResult]:
+        """Store several results; stores with batched writes override this."""
+        return [self.save(r) for r in results]
+
+    @abstractmethod
+    def get(self, task_id: str) -> TaskResult | None:
+        """The stored result with this id, or None."""
+
+    @abstractmethod
+    def get_by_name(self, name: str) -> TaskResult | None:
+        """The stored result with this name that stopped last, or None."""
+
+    @abstractmethod
+    def get_group(self, group: str, *, failures: bool = False) -> list[TaskResult]:
+        """Results of a group, last stopped first; successes only unless ``failures``."""
+
+    @abstractmethod
+    def count_group(self, group: str, *, failures: bool = False) -> int:
+        """How many results a group has; with ``failures`` only the failed ones."""
+
+    @abstractmethod
+    def delete(self, task_id: str) -> bool:
+        """Remove one result; True if there was one."""
+
+    @abstractmethod
+    def delete_group(self, group: str) -> int:
+        """Remove every result of a group; return how many."""
+
+    def close(self) -> None:
+        """Release connections; the store must still work if used again."""
+
+
+# --------------------------------------------------------------------------- codec parts
+
+
+class Serializer(ABC):
+    """Turns a task package (a dict of plain Python values) into bytes and back.
+
+    :meth:`loads` only ever sees bytes whose signature has been verified.
+    Values it cannot encode raise :class:`qhive.errors.SerializationError`
+    naming the value's type.
+    """
+
+    @abstractmethod
+    def dumps(self, obj: Any) -> bytes: ...
+
+    @abstractmethod
+    def loads(self, data: bytes) -> Any: ...
+
+
+class Signer(ABC):
+    """Signs bytes and checks signatures.
+
+    :param key: the secret (``SECRET_KEY`` under Django).
+    :param salt: separates what different clusters sign (the cluster ``name``).
+    :param fallback_keys: older secrets still accepted by :meth:`unsign`, so
+        keys rotate without losing queued tasks (``SECRET_KEY_FALLBACKS``).
+    """
+
+    def __init__(
+        self,
+        *,
+        key: str | bytes,
+        salt: str = "default",
+        fallback_keys: Iterable[str | bytes] = (),
+        config: Config | None = None,
+    ) -> None:
+        if not key:
+            raise ValueError(f"{type(self).__name__} needs a non-empty secret key")
+        self.key = key
+        self.salt = salt
+        self.fallback_keys = tuple(fallback_keys)
+
+    @abstractmethod
+    def sign(self, data: bytes) -> bytes:
+        """Return ``data`` with a signature made with the current key."""
+
+    @abstractmethod
+    def unsign(self, signed: bytes) -> bytes:
+        """Return the original data, or raise :class:`qhive.errors.BadSignature`
+        unless the current key or a fallback key made the signature."""
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<{type(self).__name__} salt={self.salt!r}>"
+
+
+class Reporter(ABC):
+    """Sends task errors somewhere people will see them (Sentry, Rollbar, logs).
+
+    Built with the options of its ``error_reporter`` entry as keyword arguments:
+    declare them in ``__init__`` so an unknown option is a config error.
+    :meth:`report` must never raise: a broken reporter must not turn into a
+    lost result.
+    """
+
+    def __init__(self, *, config: Config | None = None) -> None:
+        self.config = config
+
+    @abstractmethod
+    def report(self, error: BaseException, task: Mapping[str, Any] | None = None) -> None:
+        """Report ``error`` raised while running ``task`` (the task package)."""

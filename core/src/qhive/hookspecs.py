@@ -1,0 +1,199 @@
+"""Every hook qhive calls, in one module.
+
+Implement them in a plugin with :data:`qhive.plugins.hookimpl`::
+
+    from qhive.plugins import hookimpl
+
+    @hookimpl
+    def qhive_task_failed(result, error):
+        alert_on_call(result.func, result.result)
+
+A module or object is a plugin when it is registered with the plugin manager:
+hook-only packages declare it under the ``qhive.plugins`` entry-point group;
+a selected broker, result store or reporter instance is registered too, so
+drivers may implement hooks as methods. Argument names are part of the
+contract; an implementation may take any subset of them.
+
+Hooks marked *firstresult* stop at the first non-``None`` answer. For the
+``enqueue`` and ``execute`` hooks the core's own implementation is ``trylast``
+and does the work; plugins wrap it with ``@hookimpl(wrapper=True)``, the way
+pytest plugins wrap ``pytest_pyfunc_call``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from qhive.codec import TaskCodec
+    from qhive.config import Config
+    from qhive.contracts import Broker, TaskResult
+    from qhive.drivers import DriverRegistry
+
+hookspec = pluggy.HookspecMarker("qhive")
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+@hookspec
+def qhive_register_drivers(registry: DriverRegistry) -> None:
+    """Register brokers, result stores, serializers, signers or reporters from code.
+
+    For project-local backends that are not packaged, and for tests. Drivers
+    registered here win over entry points of the same name::
+
+        @hookimpl
+        def qhive_register_drivers(registry):
+            registry.add("broker", "mine", MyBroker)
+
+    :param registry: call ``registry.add(kind, name, factory)``; ``kind`` is one of
+        ``broker``, ``result_store``, ``serializer``, ``signer``, ``reporter``.
+    """
+
+
+@hookspec(historic=True)
+def qhive_configure(config: Config) -> None:
+    """Called once per process with the parsed config, before any task runs.
+
+    Historic: a plugin registered later (a selected driver) is called at once.
+
+    :param config: the cluster's :class:`qhive.config.Config`.
+    """
+
+
+@hookspec
+def qhive_check_config(config: Config) -> list[str] | None:
+    """Validate settings a plugin owns.
+
+    Feeds ``qplugins check`` and the Django system checks.
+
+    :param config: the parsed config.
+    :return: a list of problems, each a sentence naming the setting; ``None`` or
+        an empty list when all is well.
+    """
+
+
+# --------------------------------------------------------------------------- enqueue
+
+
+@hookspec
+def qhive_pre_enqueue(task: dict[str, Any]) -> None:
+    """A task is about to be signed and sent (Django's ``pre_enqueue`` signal).
+
+    Runs in the calling process. Implementations may change ``task`` in place.
+
+    :param task: the task package: ``id``, ``name``, ``func``, ``args``,
+        ``kwargs`` and the options given to ``async_task``.
+    """
+
+
+@hookspec(firstresult=True)
+def qhive_enqueue(task: dict[str, Any], broker: Broker, codec: TaskCodec) -> str | None:
+    """Encode ``task`` and put it on ``broker``.
+
+    The core's ``trylast`` implementation does ``broker.enqueue(codec.encode(task))``.
+    Wrap it to add tracing, routing or outbox behaviour.
+
+    :param task: the task package, after ``qhive_pre_enqueue``.
+    :param broker: the broker of the task's cluster.
+    :param codec: serializes, compresses and signs the package.
+    :return: the broker's message id. *firstresult*.
+    """
+
+
+# --------------------------------------------------------------------------- execute
+
+
+@hookspec
+def qhive_pre_execute(func: Callable[..., Any], task: dict[str, Any]) -> None:
+    """A worker is about to run ``func`` for ``task`` (Django's ``pre_execute`` signal).
+
+    :param func: the resolved task function.
+    :param task: the decoded task package.
+    """
+
+
+@hookspec(firstresult=True)
+def qhive_execute_task(func: Callable[..., Any], task: dict[str, Any]) -> Any:
+    """Run the task function and return its result.
+
+    The core's ``trylast`` implementation calls ``func(*task["args"], **task["kwargs"])``
+    and runs coroutines of ``async def`` functions to completion. Exceptions
+    propagate and become a failed result.
+
+    :param func: the resolved task function.
+    :param task: the decoded task package (``args``, ``kwargs``, options).
+    :return: the task's return value. *firstresult*; note that a wrapper sees a
+        task returning ``None`` as ``None``.
+    """
+
+
+@hookspec
+def qhive_task_succeeded(result: TaskResult) -> None:
+    """A task finished and its result was handed to the result store.
+
+    :param result: what the store keeps; ``result.result`` is the return value.
+    """
+
+
+@hookspec
+def qhive_task_failed(result: TaskResult, error: BaseException | None) -> None:
+    """A task failed: it raised, timed out, or its worker died.
+
+    :param result: the failure as stored; ``result.result`` is the error text.
+    :param error: the exception when it was raised in this process, else ``None``
+        (a timeout or a killed worker is known only by its text).
+    """
+
+
+@hookspec
+def qhive_post_execute(task: dict[str, Any], result: TaskResult) -> None:
+    """After a result was saved and the message acknowledged (Django's ``post_execute``).
+
+    :param task: the task package.
+    :param result: the saved result.
+    """
+
+
+@hookspec
+def qhive_report_error(error: BaseException, task: dict[str, Any] | None) -> None:
+    """Report a task's error to people (Sentry, Rollbar, logs).
+
+    Every configured reporter receives it (``error_reporter`` in ``Q_CLUSTER``);
+    plugins may add their own destinations. Implementations must not raise.
+
+    :param error: the exception the task raised.
+    :param task: the task package, or ``None`` outside a task.
+    """
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+@hookspec
+def qhive_cluster_started(cluster: Any) -> None:
+    """A cluster has spawned its workers and is taking tasks.
+
+    :param cluster: the running cluster (its ``name``, ``config``, ``pid``).
+    """
+
+
+@hookspec
+def qhive_cluster_stopping(cluster: Any) -> None:
+    """A cluster begins its stop procedure; close what you opened.
+
+    :param cluster: the stopping cluster.
+    """
+
+
+@hookspec
+def qhive_worker_spawned(name: str) -> None:
+    """A worker process started (Django's ``post_spawn`` signal). Runs in the worker.
+
+    :param name: the worker's process name.
+    """

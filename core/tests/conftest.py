@@ -1,0 +1,1 @@
+from qhive_testkit.fixtures import fake_dist, fresh_plugins  # noqa: F401

@@ -1,0 +1,319 @@
+"""``ResultStoreContract``: what every qhive result store must do.
+
+Subclass it in a test module and supply one fixture, ``make_result_store``: a
+callable ``(config: qhive.config.Config) -> ResultStore``::
+
+    class TestMyStore(ResultStoreContract):
+        @pytest.fixture
+        def make_result_store(self):
+            return lambda config: MyStore(config=config)
+
+Each test gets a config with its own cluster ``name``, unique task ids and group
+names, and ``stopped`` times later than anything already stored, so a store
+shared with other data (one database table) passes too. The suite deletes what
+it saved afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from qhive.contracts import ResultStore, TaskResult
+
+from qhive_testkit._util import cleanup, make_config, pickled_copy, unique
+
+PLUS_TWO = dt.timezone(dt.timedelta(hours=2), "contract+02")
+
+#: Results of several types a store must give back unchanged (and of the same type).
+RESULT_VALUES = {
+    "none": None,
+    "false": False,
+    "zero": 0,
+    "int": 42,
+    "float": -7.25,
+    "str": "ünïcödé ✓ 日本",
+    "bytes": b"\x00\xff binary",
+    "list": [1, "a", None, [2.5]],
+    "dict": {"k": [1, 2], "nested": {"x": None}},
+    "tuple": (1, "two"),
+    "datetime": dt.datetime(2024, 2, 29, 23, 59, 59, 123456, tzinfo=dt.UTC),
+}
+
+
+class Results:
+    """Makes :class:`TaskResult` objects with unique ids and ever later ``stopped`` times,
+    and remembers their ids and groups for cleanup."""
+
+    def __init__(self) -> None:
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self._base = now + dt.timedelta(days=1)
+        self._tick = itertools.count(1)
+        self.ids: list[str] = []
+        self.groups: list[str] = []
+
+    def group(self) -> str:
+        group = unique("contract-group")
+        self.groups.append(group)
+        return group
+
+    def make(self, *, success: bool = True, **fields: Any) -> TaskResult:
+        stopped = self._base + dt.timedelta(seconds=next(self._tick), microseconds=654321)
+        task_id = fields.pop("id", None) or uuid4().hex
+        defaults: dict[str, Any] = {
+            "id": task_id,
+            "name": unique("contract-task"),
+            "func": "math.floor",
+            "started": stopped - dt.timedelta(seconds=1.5),
+            "stopped": stopped,
+            "success": success,
+            "result": "done" if success else "Traceback (most recent call last): boom",
+        }
+        self.ids.append(task_id)
+        return TaskResult(**{**defaults, **fields})
+
+    def again(self, earlier: TaskResult, **changes: Any) -> TaskResult:
+        """A later save of the same task (a retry): new ``stopped``, same id."""
+        later = self.make(id=earlier.id, name=earlier.name, group=earlier.group)
+        return dataclasses.replace(later, func=earlier.func, started=earlier.started, **changes)
+
+
+def ids(results: Iterable[TaskResult]) -> list[str]:
+    return [r.id for r in results]
+
+
+class ResultStoreContract:
+    """The result store contract suite. Subclass as ``TestXxx``, define ``make_result_store``."""
+
+    @pytest.fixture
+    def results(self) -> Results:
+        return Results()
+
+    @pytest.fixture
+    def store_factory(self, make_result_store, results) -> Callable[..., ResultStore]:
+        """``(**settings) -> ResultStore`` with its own cluster name and save_limit 0."""
+        made: list[ResultStore] = []
+
+        def factory(**settings: Any) -> ResultStore:
+            config = make_config(**{"name": unique("contract"), "save_limit": 0, **settings})
+            store = make_result_store(config)
+            made.append(store)
+            return store
+
+        yield factory
+        for store in made:
+            for group in results.groups:
+                cleanup(lambda s=store, g=group: s.delete_group(g), "delete_group()")
+            for task_id in results.ids:
+                cleanup(lambda s=store, i=task_id: s.delete(i), "delete()")
+            cleanup(store.close, "close()")
+
+    @pytest.fixture
+    def store(self, store_factory) -> ResultStore:
+        return store_factory()
+
+    # -- round trip
+
+    def test_is_a_result_store(self, store):
+        assert isinstance(store, ResultStore), f"{type(store).__name__} must subclass ResultStore"
+
+    @pytest.mark.parametrize("value", RESULT_VALUES.values(), ids=RESULT_VALUES.keys())
+    def test_round_trip_of_every_field(self, store, results, value):
+        original = results.make(
+            started=dt.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=PLUS_TWO),
+            result=value,
+            args=(1, "two", 3.0, None, [4], {"five": 5}),
+            kwargs={"a": 1, "b": [1, 2], "c": {"d": None}, "ü": "✓"},
+            hook="qhive_testkit.hooks.noop",
+            group=results.group(),
+            cluster="contract-cluster",
+        )
+        expected = dataclasses.replace(original)
+        saved = store.save(original)
+        assert saved == expected, "save() must return what it stored"
+        got = store.get(original.id)
+        assert got == expected
+        assert type(got.result) is type(value), f"result came back as {type(got.result).__name__}"
+        assert type(got.args) is tuple, f"args came back as {type(got.args).__name__}"
+        assert type(got.kwargs) is dict
+        assert got.started.tzinfo is not None and got.stopped.tzinfo is not None, (
+            "datetimes must come back timezone-aware"
+        )
+
+    def test_get_unknown_returns_none(self, store):
+        assert store.get(uuid4().hex) is None
+        assert store.get_by_name(unique("never-saved")) is None
+
+    def test_get_by_name(self, store, results):
+        only = results.make()
+        store.save(only)
+        assert store.get_by_name(only.name) == only
+        older = results.make()
+        newer = results.make(name=older.name)
+        store.save(older)
+        store.save(newer)
+        assert store.get_by_name(older.name) == newer, "get_by_name() must return the newest"
+
+    def test_stored_results_are_copies(self, store, results):
+        original = results.make(kwargs={"items": [1]}, result=[1, 2])
+        store.save(original)
+        original.kwargs["items"].append("mutated after save")
+        original.result.append("mutated after save")
+        got = store.get(original.id)
+        assert got.kwargs == {"items": [1]} and got.result == [1, 2]
+        got.kwargs["items"].append("mutated after get")
+        got.result.append("mutated after get")
+        again = store.get(original.id)
+        assert again.kwargs == {"items": [1]} and again.result == [1, 2]
+
+    # -- the save rules
+
+    def test_a_success_is_final(self, store, results):
+        success = results.make(result="first")
+        store.save(success)
+        failure = results.again(success, success=False, result="late failure")
+        kept = store.save(failure)
+        assert kept.success and kept.result == "first", "save() must return the stored success"
+        got = store.get(success.id)
+        assert got.success and got.result == "first" and got.attempt_count == 1
+        store.save(results.again(success, success=True, result="second success"))
+        assert store.get(success.id).result == "first"
+
+    def test_a_failure_is_replaced_by_a_failure(self, store, results):
+        first = results.make(success=False, result="error 1")
+        store.save(first)
+        second = results.again(first, success=False, result="error 2")
+        saved = store.save(second)
+        assert saved.attempt_count == 2, "save() must return the updated attempt_count"
+        got = store.get(first.id)
+        assert (got.success, got.result, got.attempt_count) == (False, "error 2", 2)
+        assert got.stopped == second.stopped
+        store.save(results.again(first, success=False, result="error 3"))
+        assert store.get(first.id).attempt_count == 3
+
+    def test_a_failure_is_replaced_by_a_success(self, store, results):
+        failure = results.make(success=False, result="error")
+        store.save(failure)
+        success = results.again(failure, success=True, result={"finally": "ok"})
+        saved = store.save(success)
+        assert saved.success and saved.attempt_count == 2
+        got = store.get(failure.id)
+        assert (got.success, got.result, got.attempt_count) == (True, {"finally": "ok"}, 2)
+        assert got.stopped == success.stopped
+
+    # -- groups
+
+    def test_get_group_newest_first(self, store, results):
+        group = results.group()
+        made = [results.make(group=group, success=i != 2) for i in range(4)]
+        for result in (made[2], made[0], made[3], made[1]):  # save order is not time order
+            store.save(result)
+        newest_first = made[::-1]
+        assert ids(store.get_group(group)) == ids(r for r in newest_first if r.success)
+        assert ids(store.get_group(group, failures=True)) == ids(newest_first)
+        assert store.get_group(group)[0] == made[3]
+
+    def test_count_group(self, store, results):
+        group = results.group()
+        for success in (True, True, False):
+            store.save(results.make(group=group, success=success))
+        store.save(results.make(group=results.group()))
+        assert store.count_group(group) == 3, "count_group() counts every task of the group"
+        assert store.count_group(group, failures=True) == 1
+
+    def test_unknown_group(self, store):
+        group = unique("never-used")
+        assert store.get_group(group) == [] and store.get_group(group, failures=True) == []
+        assert store.count_group(group) == 0 and store.count_group(group, failures=True) == 0
+
+    # -- deleting
+
+    def test_delete(self, store, results):
+        result = results.make()
+        store.save(result)
+        assert store.delete(result.id) is True
+        assert store.get(result.id) is None
+        assert store.delete(result.id) is False
+
+    def test_delete_group(self, store, results):
+        group, other = results.group(), results.group()
+        for success in (True, False, True):
+            store.save(results.make(group=group, success=success))
+        survivor = results.make(group=other)
+        store.save(survivor)
+        assert store.delete_group(group) == 3
+        assert store.get_group(group, failures=True) == [] and store.count_group(group) == 0
+        assert store.get_group(other) == [survivor]
+        assert store.delete_group(group) == 0
+
+    # -- save_limit
+
+    def test_save_limit_keeps_the_newest_successes(self, store_factory, results):
+        store = store_factory(save_limit=3)
+        group = results.group()
+        failures = [results.make(group=group, success=False) for _ in range(2)]  # the oldest
+        successes = [results.make(group=group) for _ in range(5)]
+        for result in failures + successes:
+            store.save(result)
+        assert [store.get(r.id) for r in successes[:2]] == [None, None], (
+            "with save_limit=3 the 2 oldest of 5 successes must be gone"
+        )
+        assert ids(store.get_group(group)) == ids(successes[:1:-1])
+        assert all(store.get(r.id) == r for r in failures), "failures are always kept"
+
+    def test_save_limit_minus_one_keeps_no_success(self, store_factory, results):
+        store = store_factory(save_limit=-1)
+        success, failure = results.make(), results.make(success=False)
+        assert store.save(success) == success, "save() returns the result itself if not kept"
+        store.save(failure)
+        assert store.get(success.id) is None
+        assert store.get(failure.id) == failure, "failures are always kept"
+
+    def test_save_limit_per_group(self, store_factory, results):
+        store = store_factory(save_limit=2, save_limit_per="group")
+        one, two = results.group(), results.group()
+        made = {one: [], two: []}
+        for _ in range(3):
+            for group in (one, two):
+                result = results.make(group=group)
+                made[group].append(result)
+                store.save(result)
+        failure = results.make(group=one, success=False)
+        store.save(failure)
+        for group in (one, two):
+            assert ids(store.get_group(group)) == ids(made[group][:0:-1]), (
+                "save_limit_per='group' keeps save_limit successes in each group"
+            )
+        assert store.get(failure.id) == failure
+
+    # -- batches and lifecycle
+
+    def test_save_many(self, store, results):
+        failed = results.make(success=False, result="error 1")
+        store.save(failed)
+        batch = [results.make(), results.make(success=False), results.again(failed, result="ok")]
+        saved = store.save_many(batch)
+        assert isinstance(saved, list) and len(saved) == 3
+        assert [store.get(r.id) for r in batch[:2]] == batch[:2]
+        retried = store.get(failed.id)
+        assert (retried.success, retried.result, retried.attempt_count) == (True, "ok", 2)
+        assert saved[2].attempt_count == 2
+        assert store.save_many([]) == []
+
+    def test_close_then_use_again(self, store, results):
+        result = results.make()
+        store.save(result)
+        store.close()
+        assert store.get(result.id) == result, "a closed store must reconnect"
+        store.close()
+
+    def test_pickled_copy_sees_the_same_results(self, store, results):
+        result = results.make()
+        store.save(result)
+        copy = pickled_copy(store, "result store")
+        assert copy.get(result.id) == result

@@ -1,0 +1,49 @@
+"""Task functions for tests: importable by dotted path from any process.
+
+``qhive_testkit.tasks.add`` and friends behave in well-known ways (succeed,
+raise, exit, die), so cluster and pipeline tests in every package share them.
+"""
+
+import sys
+
+
+def add(a, b):
+    return a + b
+
+
+def boom(message="boom"):
+    raise ValueError(message)
+
+
+def leave():
+    sys.exit(3)
+
+
+def interrupt():
+    raise KeyboardInterrupt
+
+
+async def async_add(a, b):
+    return a + b
+
+
+def nothing():
+    return None
+
+
+def sleep(seconds, result=None):
+    import time
+
+    time.sleep(seconds)
+    return result
+
+
+def die():
+    """Kill the worker process outright, as a segfault or the OOM killer would."""
+    import os
+
+    os._exit(13)
+
+
+def unpicklable():
+    return lambda: None

@@ -1,0 +1,130 @@
+"""ResultStoreContract passes a correct store and fails broken ones."""
+
+SOURCE = '''
+import copy
+
+import pytest
+
+from qhive.contracts import ResultStore
+from qhive_testkit import ResultStoreContract
+
+STORES = {}
+
+
+class DictStore(ResultStore):
+    """Correct and minimal: one dict per cluster name, copies in and out."""
+
+    @property
+    def data(self):
+        return STORES.setdefault(self.config.name, {})
+
+    def save(self, result):
+        old = self.data.get(result.id)
+        if old is not None and old.success:
+            return copy.deepcopy(old)
+        if result.success and self.config.save_limit < 0:
+            return result
+        new = copy.deepcopy(result)
+        if old is not None:
+            new.attempt_count = old.attempt_count + 1
+        self.data[new.id] = new
+        if new.success and self.config.save_limit > 0:
+            self._prune(new)
+        return copy.deepcopy(self.data.get(new.id, result))
+
+    def _prune(self, new):
+        per = self.config.save_limit_per
+        same = [r for r in self.data.values() if r.success
+                and (per is None or getattr(r, per) == getattr(new, per))]
+        for old in self._newest(same)[self.config.save_limit:]:
+            del self.data[old.id]
+
+    @staticmethod
+    def _newest(results):
+        return sorted(results, key=lambda r: r.stopped, reverse=True)
+
+    def get(self, task_id):
+        return copy.deepcopy(self.data.get(task_id))
+
+    def get_by_name(self, name):
+        found = self._newest(r for r in self.data.values() if r.name == name)
+        return copy.deepcopy(found[0]) if found else None
+
+    def get_group(self, group, *, failures=False):
+        return copy.deepcopy(self._newest(
+            r for r in self.data.values() if r.group == group and (failures or r.success)))
+
+    def count_group(self, group, *, failures=False):
+        return sum(1 for r in self.data.values()
+                   if r.group == group and not (failures and r.success))
+
+    def delete(self, task_id):
+        return self.data.pop(task_id, None) is not None
+
+    def delete_group(self, group):
+        doomed = [i for i, r in self.data.items() if r.group == group]
+        for task_id in doomed:
+            del self.data[task_id]
+        return len(doomed)
+
+
+class OverwritesSuccesses(DictStore):
+    """Broken: every save replaces what is stored, and keeps the caller's object."""
+
+    def save(self, result):
+        self.data[result.id] = result
+        return result
+
+
+class IgnoresSaveLimit(DictStore):
+    def _prune(self, new):
+        pass
+
+
+class CountsOnlySuccesses(DictStore):
+    """Broken: count_group(failures=False) leaves failures out."""
+
+    def count_group(self, group, *, failures=False):
+        return sum(1 for r in self.data.values() if r.group == group and r.success != failures)
+
+
+class TestGood(ResultStoreContract):
+    @pytest.fixture
+    def make_result_store(self):
+        return lambda config: DictStore(config=config)
+
+
+class TestOverwritesSuccesses(ResultStoreContract):
+    @pytest.fixture
+    def make_result_store(self):
+        return lambda config: OverwritesSuccesses(config=config)
+
+
+class TestIgnoresSaveLimit(ResultStoreContract):
+    @pytest.fixture
+    def make_result_store(self):
+        return lambda config: IgnoresSaveLimit(config=config)
+
+
+class TestCountsOnlySuccesses(ResultStoreContract):
+    @pytest.fixture
+    def make_result_store(self):
+        return lambda config: CountsOnlySuccesses(config=config)
+'''
+
+
+def test_result_store_contract(run_contract):
+    outcomes = run_contract(SOURCE)
+    assert outcomes.not_passed("TestGood") == {}
+    assert {
+        "test_a_success_is_final",
+        "test_a_failure_is_replaced_by_a_failure",
+        "test_a_failure_is_replaced_by_a_success",
+        "test_save_limit_minus_one_keeps_no_success",
+        "test_stored_results_are_copies",
+    } <= outcomes.failed("TestOverwritesSuccesses")
+    assert outcomes.failed("TestIgnoresSaveLimit") == {
+        "test_save_limit_keeps_the_newest_successes",
+        "test_save_limit_per_group",
+    }
+    assert outcomes.failed("TestCountsOnlySuccesses") == {"test_count_group"}
