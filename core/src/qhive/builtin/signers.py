@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from functools import cached_property
 
 from qhive.contracts import Signer
 from qhive.errors import BadSignature
-
-if TYPE_CHECKING:
-    from qhive.config import Config
 
 _VERSION = b"\x01"
 _MAC_SIZE = hashlib.sha256().digest_size
@@ -30,28 +26,20 @@ class HmacSigner(Signer):
     Signs with ``key``; verifies with ``key`` or any of ``fallback_keys``.
     """
 
-    def __init__(
-        self,
-        *,
-        key: str | bytes,
-        salt: str = "default",
-        fallback_keys: Iterable[str | bytes] = (),
-        config: Config | None = None,
-    ) -> None:
-        super().__init__(key=key, salt=salt, fallback_keys=fallback_keys, config=config)
-        # Derived once: sign/unsign run for every task.
-        self._signing_key = _derive(key, salt)
-        self._verifying_keys = (self._signing_key, *(_derive(k, salt) for k in self.fallback_keys))
+    @cached_property
+    def _keys(self) -> tuple[bytes, ...]:
+        # Derived once, not per task; the first one signs, all of them verify.
+        return tuple(_derive(k, self.salt) for k in (self.key, *self.fallback_keys))
 
     def sign(self, data: bytes) -> bytes:
-        mac = hmac.new(self._signing_key, data, hashlib.sha256).digest()
+        mac = hmac.new(self._keys[0], data, hashlib.sha256).digest()
         return b"".join((_VERSION, mac, data))
 
     def unsign(self, signed: bytes) -> bytes:
         if len(signed) < 1 + _MAC_SIZE or signed[:1] != _VERSION:
             raise BadSignature("not a signed qhive package (too short or unknown format)")
         mac, data = signed[1 : 1 + _MAC_SIZE], signed[1 + _MAC_SIZE :]
-        for key in self._verifying_keys:
+        for key in self._keys:
             if hmac.compare_digest(mac, hmac.new(key, data, hashlib.sha256).digest()):
                 return bytes(data)
         raise BadSignature(
