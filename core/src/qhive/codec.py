@@ -8,10 +8,14 @@ package it cannot read, instead of failing inside pickle or json.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qhive.contracts import Serializer, Signer
-from qhive.errors import SerializationError
+from qhive.errors import ConfigError, SerializationError
+
+if TYPE_CHECKING:
+    from qhive.config import Config
+    from qhive.drivers import DriverRegistry
 
 _MAGIC = b"Q"
 _COMPRESSED = 0x01
@@ -68,3 +72,23 @@ class TaskCodec:
             except zlib.error as exc:
                 raise SerializationError(f"cannot decompress task package: {exc}") from exc
         return self.serializer.loads(body)
+
+
+def build_codec(config: Config, registry: DriverRegistry | None = None) -> TaskCodec:
+    """The codec ``config`` describes: its serializer, its signer keyed by the
+    secret key (and fallbacks) and salted with the cluster ``name``."""
+    from qhive.drivers import build_driver
+
+    if not config.secret_key:
+        raise ConfigError(
+            "qhive signs every task and needs a secret key: pass secret_key= to "
+            "Config.from_dict (under Django it is settings.SECRET_KEY)",
+            key="secret_key",
+        )
+    serializer = build_driver("serializer", config.serializer, registry=registry,
+                              option_key="serializer")
+    signer = build_driver("signer", config.signer, registry=registry, option_key="signer",
+                          key=config.secret_key, salt=config.name,
+                          fallback_keys=config.secret_key_fallbacks, config=config)
+    return TaskCodec(serializer, signer, serializer_name=config.serializer,
+                     compress=config.compress)

@@ -127,6 +127,11 @@ class Broker(ABC):
         """
         self.acknowledge(ack_id)
 
+    def release(self, ack_id: str) -> None:
+        """Give back a message the cluster took but will not run (it is stopping),
+        so another cluster can take it at once. The default does nothing: with
+        receipts the message comes back after ``config.retry`` seconds anyway."""
+
     def delete(self, ack_id: str) -> None:
         """Remove a delivered message, as the admin's delete action does."""
         self.acknowledge(ack_id)

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-from qhive.codec import TaskCodec
+from qhive.codec import TaskCodec, build_codec
 from qhive.config import Config
 from qhive.contracts import Broker, Message, Reporter, ResultStore, TaskResult
 from qhive.drivers import build_driver
-from qhive.errors import BadSignature, ConfigError, SerializationError
+from qhive.errors import BadSignature, SerializationError
 from qhive.plugins import QhivePluginManager, get_plugin_manager, hookimpl
 from qhive.task import func_name, new_task, resolve_func
 
@@ -66,19 +66,7 @@ class Pipeline:
 
     @cached_property
     def codec(self) -> TaskCodec:
-        c = self.config
-        if not c.secret_key:
-            raise ConfigError(
-                "qhive signs every task and needs a secret key: pass secret_key= to "
-                "Config.from_dict (under Django it is settings.SECRET_KEY)",
-                key="secret_key",
-            )
-        serializer = build_driver("serializer", c.serializer, registry=self.pm.driver_registry,
-                                  option_key="serializer")
-        signer = build_driver("signer", c.signer, registry=self.pm.driver_registry,
-                              option_key="signer", key=c.secret_key, salt=c.name,
-                              fallback_keys=c.secret_key_fallbacks, config=c)
-        return TaskCodec(serializer, signer, serializer_name=c.serializer, compress=c.compress)
+        return build_codec(self.config, self.pm.driver_registry)
 
     @cached_property
     def reporters(self) -> list[Reporter]:
