@@ -10,6 +10,7 @@ in the calling process (the core demo and tests).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import traceback
@@ -26,6 +27,17 @@ from qhive.plugins import QhivePluginManager, get_plugin_manager, hookimpl
 from qhive.task import func_name, new_task, resolve_func
 
 logger = logging.getLogger("qhive")
+
+
+@dataclasses.dataclass(slots=True)
+class Done:
+    """A task that ran (or died trying), waiting to be saved and settled."""
+
+    task: dict[str, Any]
+    result: TaskResult
+    ack_id: str | None = None
+    deliveries: int | None = None
+    error: BaseException | None = None
 
 
 class Pipeline:
@@ -132,29 +144,37 @@ class Pipeline:
             cluster=task.get("cluster", self.config.cluster_name),
         )
 
-    def finish(
-        self, task: dict[str, Any], ack_id: str | None, result: TaskResult,
-        error: BaseException | None,
-    ) -> TaskResult:
-        """Save ``result``, run the hooks and settle the message with the broker."""
-        stored = self.result_store.save(result) if self._keep(task, result) else result
-        if result.success:
-            self.pm.hook.qhive_task_succeeded(result=stored)
-        else:
-            self.pm.hook.qhive_task_failed(result=stored, error=error)
-        if ack_id is not None and self._should_ack(task, stored):
-            self.broker.acknowledge(ack_id)
-        self.pm.hook.qhive_post_execute(task=task, result=stored)
-        return stored
+    def settle(self, done: list[Done]) -> list[TaskResult]:
+        """Save a batch of finished tasks, run their hooks and settle their messages.
+
+        A message is acknowledged when its task succeeded, when failures are
+        acknowledged (``ack_failures`` / ``ack_failure``), or when its attempts
+        (counted by the store across redeliveries, or by the broker) reach
+        ``max_attempts``; otherwise the broker delivers it again after ``retry``.
+        """
+        keep = [d.result for d in done if self._keep(d.task, d.result)]
+        saved = {r.id: r for r in self.result_store.save_many(keep)} if keep else {}
+        settled = []
+        for d in done:
+            stored = saved.get(d.result.id, d.result)
+            if d.result.success:
+                self.pm.hook.qhive_task_succeeded(result=stored)
+            else:
+                self.pm.hook.qhive_task_failed(result=stored, error=d.error)
+            if d.ack_id is not None and self._should_ack(d, stored):
+                self.broker.acknowledge(d.ack_id)
+            settled.append(stored)
+        return settled
 
     def _keep(self, task: dict[str, Any], result: TaskResult) -> bool:
         return not result.success or task.get("save", self.config.save_limit >= 0)
 
-    def _should_ack(self, task: dict[str, Any], stored: TaskResult) -> bool:
-        if stored.success or task.get("ack_failure", self.config.ack_failures):
+    def _should_ack(self, done: Done, stored: TaskResult) -> bool:
+        if stored.success or done.task.get("ack_failure", self.config.ack_failures):
             return True
         limit = self.config.max_attempts
-        return bool(limit) and stored.attempt_count >= limit
+        attempts = max(stored.attempt_count, done.deliveries or 0)
+        return bool(limit) and attempts >= limit
 
     def decode(self, message: Message) -> dict[str, Any] | None:
         """The task in ``message``, or None after failing a package that does not verify."""
@@ -173,7 +193,9 @@ class Pipeline:
         if task is None:
             return None
         result, error = self.execute(task)
-        return self.finish(task, message.ack_id, result, error)
+        [stored] = self.settle([Done(task, result, message.ack_id, message.deliveries, error)])
+        self.pm.hook.qhive_post_execute(task=task, result=stored)
+        return stored
 
     def drain(self, timeout: float = 0.0) -> list[TaskResult]:
         """Process messages in this process until the queue is empty."""

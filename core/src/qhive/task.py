@@ -75,7 +75,8 @@ def new_task(
     task_name: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Build a task package. ``options`` (hook, group, timeout, ...) ride along."""
+    """Build a task package. ``options`` (hook, group, timeout, ...) ride along as
+    given: ``timeout=None`` means no timeout, whatever the cluster's default."""
     task_id = uuid.uuid4().hex
     task = {
         "id": task_id,
@@ -85,5 +86,5 @@ def new_task(
         "kwargs": dict(kwargs or {}),
         "started": dt.datetime.now(dt.UTC),
     }
-    task.update((k, v) for k, v in options.items() if v is not None)
+    task.update(options)
     return task

@@ -1,4 +1,5 @@
-"""The qhive Django app (settings, models, task API, management commands).
+"""qhive's Django app: ``Q_CLUSTER`` as qhive config, the task API (:mod:`qhive_django.tasks`),
+signals, system checks and the ``qcluster`` / ``qplugins`` management commands.
 
-A stub until the walking-skeleton issue: importing it does no work.
+Importing it does no work: settings are read, and plugins loaded, on first use.
 """

@@ -82,6 +82,14 @@ class _Queue:
             taken.append(Message(entry.id, entry.payload, entry.deliveries))
         return taken
 
+    def release(self, ack_id: str, now: float) -> None:
+        """Make an in-flight message due now, so it is waiting again at once."""
+        entry = self.in_flight.get(ack_id)
+        if entry is not None:
+            entry.deadline = now
+            heapq.heappush(self.expiries, (now, entry.seq, entry.id))
+            self.requeue_expired(now)
+
     def next_expiry(self) -> float | None:
         return self.expiries[0][0] if self.expiries else None
 
@@ -176,6 +184,12 @@ class MemoryBroker(Broker):
         q = self._queue()
         with q.cond:
             q.remove(ack_id)
+
+    def release(self, ack_id: str) -> None:
+        q = self._queue()
+        with q.cond:
+            q.release(ack_id, time.monotonic())
+            q.cond.notify()
 
     def queue_size(self) -> int:
         q = self._queue()

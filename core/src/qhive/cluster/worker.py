@@ -1,0 +1,73 @@
+"""The worker process: runs one task at a time, sent by the sentinel over a pipe.
+
+Protocol, one message each way per task: the sentinel sends the pickled task
+dict; the worker answers with the pickled ``(TaskResult, exiting)``. ``None``
+asks the worker to exit. A worker exits on its own after ``recycle`` tasks or
+when its memory passes ``max_rss`` — after answering, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+from qhive.task import resolve_func
+
+if TYPE_CHECKING:
+    from qhive.config import Config
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def rss_kb() -> int:
+    """Current resident memory of this process in KB (not the peak, unlike ru_maxrss)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except OSError:
+        import psutil
+
+        return psutil.Process().memory_info().rss // 1024
+
+
+def run_worker(conn: Connection, config: Config, setup: str | None, name: str) -> None:
+    # Ctrl-C reaches the whole process group; the sentinel decides what stops when.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if setup:
+        resolve_func(setup)()
+
+    from qhive.pipeline import Pipeline  # after setup: plugins may need the framework
+
+    pipeline = Pipeline(config)
+    pipeline.pm.hook.qhive_worker_spawned(name=name)
+    ran = 0
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):  # the sentinel is gone
+            return
+        task = pickle.loads(data)
+        if task is None:
+            return
+        result, _error = pipeline.execute(task)
+        ran += 1
+        exiting = bool(config.recycle and ran >= config.recycle) or bool(
+            config.max_rss and rss_kb() >= config.max_rss
+        )
+        try:
+            reply = pickle.dumps((result, exiting), _PROTOCOL)
+        except Exception as exc:  # an unpicklable return value must not stall the cluster
+            value = result.result
+            result = pipeline.result_of(
+                task, False,
+                f"the task returned a value that cannot be pickled "
+                f"({type(value).__qualname__}): {type(exc).__name__}: {exc}",
+            )
+            reply = pickle.dumps((result, exiting), _PROTOCOL)
+        conn.send_bytes(reply)
+        if exiting:
+            return

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.signals import setting_changed
+
+logger = logging.getLogger("qhive")
+
+
+class QhiveConfig(AppConfig):
+    name = "qhive_django"
+    label = "qhive_django"
+
+    @property
+    def verbose_name(self) -> str:
+        """``Q_CLUSTER['label']``, read when the admin asks (a bad Q_CLUSTER is the checks' job)."""
+        from qhive.config import SETTINGS
+
+        q_cluster = getattr(settings, "Q_CLUSTER", None)
+        label = q_cluster.get("label") if isinstance(q_cluster, Mapping) else None
+        return label if isinstance(label, str) and label else SETTINGS["label"].default
+
+    def ready(self) -> None:
+        from qhive.errors import QhiveError
+
+        from qhive_django import checks, conf
+
+        checks.register()
+        setting_changed.connect(conf.on_setting_changed, dispatch_uid="qhive_django.conf")
+        # Every Django process (web, qcluster, workers that ran django.setup()) gets the
+        # hooks that feed the Django signals.
+        try:
+            conf.plugin_manager()
+        except QhiveError as exc:  # a broken plugin in strict mode: the checks report it
+            logger.error("qhive: the plugin manager could not be built: %s", exc)

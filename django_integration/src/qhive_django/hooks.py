@@ -1,0 +1,105 @@
+"""qhive_django's pluggy hooks: Django signals, the ``hook`` task option, and
+database hygiene for long-running processes.
+
+Registered with the plugin manager by :func:`qhive_django.conf.plugin_manager`
+(from ``AppConfig.ready()`` and worker set-up), not through an entry point:
+only processes that run Django have them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connections
+from qhive.contracts import TaskResult
+from qhive.plugins import hookimpl
+from qhive.task import resolve_func
+
+from qhive_django.signals import SENDER, post_execute, post_spawn, pre_enqueue, pre_execute
+
+logger = logging.getLogger("qhive")
+
+
+def close_old_connections() -> None:
+    """Django's ``close_old_connections``, as after a request: drop connections that
+    broke or outlived ``CONN_MAX_AGE``. A connection inside a transaction is left
+    alone: closing it would break the caller's atomic block (a test case)."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+
+
+@hookimpl
+def qhive_pre_enqueue(task: dict[str, Any]) -> None:
+    pre_enqueue.send(sender=SENDER, task=task)
+
+
+@hookimpl(tryfirst=True)
+def qhive_pre_execute(func: Callable[..., Any], task: dict[str, Any]) -> None:
+    # Per task, never per broker call: a task is a unit of work like a request.
+    # In sync mode the task runs inside the caller's unit of work: leave it alone.
+    if not task.get("sync"):
+        close_old_connections()
+    pre_execute.send(sender=SENDER, func=func, task=task)
+
+
+@hookimpl(wrapper=True)
+def qhive_execute_task(func: Callable[..., Any], task: dict[str, Any]) -> Any:
+    try:
+        return (yield)
+    finally:
+        if not task.get("sync"):
+            close_old_connections()
+
+
+@hookimpl
+def qhive_post_execute(task: dict[str, Any], result: TaskResult) -> None:
+    if task.get("hook"):
+        call_task_hook(task, result)
+    sent = {**task, "result": result.result, "success": result.success, "stopped": result.stopped}
+    for receiver, error in post_execute.send_robust(sender=SENDER, task=sent, result=result):
+        if isinstance(error, Exception):
+            logger.error("post_execute receiver %r failed on task %s: %r",
+                         receiver, task.get("id"), error, exc_info=error)
+    # The hook and receivers are a unit of work too (on the cluster's hook thread).
+    if not task.get("sync"):
+        close_old_connections()
+
+
+@hookimpl
+def qhive_worker_spawned(name: str) -> None:
+    for receiver, error in post_spawn.send_robust(sender=SENDER, proc_name=name):
+        if isinstance(error, Exception):
+            logger.error("post_spawn receiver %r failed in %s: %r", receiver, name, error,
+                         exc_info=error)
+
+
+def call_task_hook(task: dict[str, Any], result: TaskResult) -> None:
+    """Call the task's ``hook`` with the saved ``Task`` row (ORM result store) or
+    the :class:`TaskResult`. Errors are logged, never raised: the result is saved."""
+    hook = task["hook"]
+    try:
+        func = resolve_func(hook)
+    except Exception as exc:
+        logger.error("malformed return hook %r of task %s (%s): %s", hook, task.get("id"),
+                     task.get("name"), exc)
+        return
+    try:
+        func(_saved_task(task, result))
+    except (Exception, SystemExit):  # a hook must not take the process down with it
+        logger.exception("return hook %r of task %s (%s) failed", hook, task.get("id"),
+                         task.get("name"))
+
+
+def _saved_task(task: dict[str, Any], result: TaskResult) -> Any:
+    from qhive_django.conf import get_pipeline
+    from qhive_django.tasks import as_task
+
+    try:
+        return as_task(get_pipeline(task.get("cluster")).result_store, result)
+    except Exception:  # e.g. the task came from a cluster these settings do not know
+        logger.warning("task %s: the hook gets the result, not the saved row", task.get("id"),
+                       exc_info=True)
+        return result

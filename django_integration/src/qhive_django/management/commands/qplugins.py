@@ -1,0 +1,40 @@
+"""``manage.py qplugins list|check [--kind KIND] [--json]``: qhive's ``qplugins`` on
+the project's ``Q_CLUSTER``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = ("List installed qhive drivers and plugins (list, imports nothing), or import and "
+            "validate them with the project's Q_CLUSTER (check). "
+            "`manage.py qplugins list --help` shows the options.")
+    # The command exists to diagnose what the checks complain about: never blocked by them.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("qplugins_args", nargs=argparse.REMAINDER,
+                            metavar="list|check [--kind KIND] [--json]")
+
+    def handle(self, *args: Any, qplugins_args: list[str], **options: Any) -> None:
+        from qhive import cli
+        from qhive.errors import QhiveError
+
+        from qhive_django.conf import get_config
+
+        parsed = cli.build_parser("manage.py qplugins").parse_args(qplugins_args)
+        try:
+            config = get_config()
+        except QhiveError as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        # qhive.cli prints; send it where Django's command output goes (call_command(stdout=)).
+        with contextlib.redirect_stdout(self.stdout._out), \
+                contextlib.redirect_stderr(self.stderr._out):
+            code = cli.run(parsed, config=config)
+        if code:
+            raise CommandError("qplugins found problems (listed above)", returncode=code)

@@ -1,0 +1,489 @@
+"""``OrmResultStore``: task results in the ``qhive_task`` table, written in batches.
+
+The rules of :class:`qhive.contracts.ResultStore` hold: a success is final; a
+failure is replaced by a later save and its ``attempt_count`` becomes the stored
+count plus one; ``save_limit`` keeps the newest successes (per
+``save_limit_per`` value if set), ``-1`` none; failures are always kept.
+
+One :meth:`OrmResultStore.save_many` call, whatever its size:
+
+1. encodes every value (outside any transaction); a value the serializer cannot
+   encode never loses the task (see :meth:`OrmResultStore._prepare`);
+2. reads which of the ids are already stored (one indexed ``SELECT`` of three
+   columns, no lock);
+3. in one transaction, inserts the new rows (one ``executemany``) and updates
+   the stored failures (one ``executemany``), each update conditional on the row
+   still being the failure that was read. If another process got there first (a
+   duplicate id on insert, an update that matched nothing) the transaction rolls
+   back and the batch is redone from step 2: optimistic, so no row or table is
+   locked while results are computed;
+4. prunes, if ``save_limit > 0``: one indexed query finds what lies beyond the
+   limit and one ``DELETE`` removes it — for the whole table, or with a window
+   function for just the groups / names / funcs the batch touched. Successes of
+   the batch that could not survive pruning are not inserted in the first place.
+
+Django Q2 instead locks every success row (``SELECT ... FOR UPDATE``) on every
+save and deletes one row per save, so lowering ``save_limit`` never shrinks the
+table; here the first batch after the change does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import itertools
+import logging
+import reprlib
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    connections,
+    models,
+    router,
+    transaction,
+)
+from django.db.models import F, Q, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+from qhive.config import Config
+from qhive.contracts import ResultStore, TaskResult
+from qhive.naming import humanize
+
+from qhive_store_orm.codec import ValueCodec, settings_config, use_codec, with_django_secret
+from qhive_store_orm.fields import Encoded
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from qhive_store_orm.models import Task
+
+__all__ = ["OrmResultStore"]
+
+logger = logging.getLogger("qhive.store.orm")
+
+#: How often a batch is redone after losing a race with another process.
+MAX_ATTEMPTS = 5
+#: Columns updated when a stored failure is replaced (as Django Q2 does, plus cluster).
+UPDATED = ("result", "success", "stopped", "cluster", "attempt_count")
+#: Longest strings the columns take; longer ones are cut rather than losing the task.
+LIMITS = {"name": 100, "func": 256, "hook": 256, "group": 100, "cluster": 100}
+
+#: Field classes whose values (str, int, bool, None) go to the database as they are.
+_PLAIN = (models.CharField, models.IntegerField, models.BooleanField)
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 200
+
+
+def _task_model() -> type[Task]:
+    # Imported late: the entry point must import without Django being set up.
+    from qhive_store_orm.models import Task
+
+    return Task
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return _short.repr(value)
+    except Exception:
+        return f"<{type(value).__qualname__} object (repr() failed)>"
+
+
+class _Conflict(Exception):
+    """Another process changed a row of the batch between the read and the write."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Prepared:
+    """One result as it will be stored: the (possibly converted) result and its encoded values."""
+
+    result: TaskResult
+    args: bytes
+    kwargs: bytes
+    value: bytes | None
+
+
+@dataclasses.dataclass(slots=True)
+class _Stored:
+    """Placeholder in a batch's answer: whatever the table holds for this id."""
+
+    id: str
+
+
+class OrmResultStore(ResultStore):
+    """Results in the ``Task`` model's table.
+
+    :param config: the cluster's config; ``None`` reads Django's settings. A
+        config without a secret key (a bare ``Config()``) is keyed by Django's
+        ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``, keeping its own ``name``
+        (the signing salt) and serializer.
+    :param database: the database alias (``Q_CLUSTER["result_store_options"]
+        = {"database": "results"}``); ``None``: ``router.db_for_write(Task)``,
+        used for reads too, so a result is visible as soon as it is saved.
+    """
+
+    def __init__(self, *, config: Config | None = None, database: str | None = None) -> None:
+        super().__init__(config=config if config is not None else settings_config())
+        if database is not None and not isinstance(database, str):
+            raise TypeError(f"database must be a database alias (str), got {database!r}")
+        self.database = database
+        self._codec: ValueCodec | None = None
+
+    # -- plumbing
+
+    @property
+    def alias(self) -> str:
+        """The database alias this store reads and writes."""
+        return self.database or router.db_for_write(_task_model())
+
+    @property
+    def codec(self) -> ValueCodec:
+        """Encodes and verifies the stored values (built on first use)."""
+        if self._codec is None:
+            self._codec = ValueCodec.for_config(with_django_secret(self.config))
+        return self._codec
+
+    def _tasks(self, alias: str | None = None) -> QuerySet:
+        return _task_model().objects.using(alias or self.alias)
+
+    def _load(self, queryset: QuerySet) -> list[TaskResult]:
+        with use_codec(self.codec):  # decode with this store's codec, not the settings' one
+            return [task.to_result() for task in queryset]
+
+    def close(self) -> None:
+        connection = connections[self.alias]
+        if not connection.in_atomic_block:  # never break a caller's transaction
+            connection.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "database": self.database}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.config = state["config"]
+        self.database = state["database"]
+        self._codec = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} database={self.database or 'routed'!r}>"
+
+    # -- reading
+
+    def get(self, task_id: str) -> TaskResult | None:
+        found = self._load(self._tasks().filter(id=_key(task_id))[:1])
+        return found[0] if found else None
+
+    def get_by_name(self, name: str) -> TaskResult | None:
+        found = self._load(self._tasks().filter(name=name).order_by("-stopped", "-id")[:1])
+        return found[0] if found else None
+
+    def get_group(self, group: str, *, failures: bool = False) -> list[TaskResult]:
+        tasks = self._tasks().filter(group=self._clip("group", group))
+        if not failures:
+            tasks = tasks.filter(success=True)
+        return self._load(tasks.order_by("-stopped", "-id"))
+
+    def count_group(self, group: str, *, failures: bool = False) -> int:
+        tasks = self._tasks().filter(group=self._clip("group", group))
+        if failures:
+            tasks = tasks.filter(success=False)
+        return tasks.count()
+
+    # -- deleting
+
+    def delete(self, task_id: str) -> bool:
+        deleted, _ = self._tasks().filter(id=_key(task_id)).delete()
+        return deleted > 0
+
+    def delete_group(self, group: str) -> int:
+        deleted, _ = self._tasks().filter(group=self._clip("group", group)).delete()
+        return deleted
+
+    # -- saving
+
+    def save(self, result: TaskResult) -> TaskResult:
+        return self.save_many([result])[0]
+
+    def save_many(self, results: Iterable[TaskResult]) -> list[TaskResult]:
+        incoming = list(results)
+        if not incoming:
+            return []
+        prepared = [self._prepare(r) for r in incoming]
+        alias = self.alias
+        for attempt in itertools.count(1):
+            try:
+                answer, written = self._write(prepared, alias)
+                break
+            except (_Conflict, IntegrityError) as exc:
+                if attempt >= MAX_ATTEMPTS:
+                    raise
+                logger.debug("result batch raced with another writer (%s); redoing it", exc)
+        if self.config.save_limit > 0 and written:
+            # Inside a caller's transaction, a savepoint keeps a failed prune from breaking it.
+            nested = connections[alias].in_atomic_block
+            try:
+                with transaction.atomic(using=alias) if nested else contextlib.nullcontext():
+                    self._prune(alias, written)
+            except DatabaseError:  # the results are saved; the next batch prunes again
+                logger.exception("pruning results beyond save_limit=%s failed",
+                                 self.config.save_limit)
+        stored_ids = [a.id for a in answer if isinstance(a, _Stored)]
+        if stored_ids:
+            stored = {r.id: r for r in self._load(self._tasks(alias).filter(id__in=stored_ids))}
+            answer = [stored.get(a.id) if isinstance(a, _Stored) else a for a in answer]
+        return [a if a is not None else r for a, r in zip(answer, incoming, strict=True)]
+
+    def _write(
+        self, prepared: list[_Prepared], alias: str
+    ) -> tuple[list[TaskResult | _Stored | None], list[TaskResult]]:
+        """Apply the save rules to the batch and write it in one transaction.
+
+        Returns the answer per result (what is stored, ``_Stored`` for a success
+        already in the table, None when not kept) and the successes written.
+        """
+        limit = self.config.save_limit
+        existing = self._existing(alias, list(dict.fromkeys(p.result.id for p in prepared)))
+        final: dict[str, TaskResult] = {}  # id -> what the batch leaves in the table
+        encoded: dict[str, _Prepared] = {}
+        answer: list[TaskResult | _Stored | None] = []
+        for item in prepared:
+            new = item.result
+            before = final.get(new.id)
+            if before is not None:
+                stored_success, attempts = before.success, before.attempt_count
+            elif new.id in existing:
+                stored_success, attempts = existing[new.id]
+            else:
+                stored_success, attempts = False, None
+            if stored_success:  # a success is final
+                answer.append(before if before is not None else _Stored(new.id))
+                continue
+            if new.success and limit < 0:  # successes are not kept; a stored failure stays
+                answer.append(None)
+                continue
+            if attempts is not None:
+                new = dataclasses.replace(new, attempt_count=attempts + 1)
+            final[new.id] = new
+            encoded[new.id] = item
+            answer.append(new)
+
+        if limit > 0:  # do not insert what pruning would delete at once
+            dropped = self._beyond_limit(final, existing, limit)
+            if dropped:
+                for r in dropped:
+                    del final[r.id]
+                gone = {id(r) for r in dropped}
+                answer = [None if id(a) in gone else a for a in answer]
+
+        inserts = [r for r in final.values() if r.id not in existing]
+        updates = [r for r in final.values() if r.id in existing]
+        connection = connections[alias]
+        with transaction.atomic(using=alias), connection.cursor() as cursor:
+            if inserts:
+                cursor.executemany(*self._insert_sql(connection, inserts, encoded))
+            if updates:
+                cursor.executemany(*self._update_sql(connection, updates, encoded, existing))
+                if cursor.rowcount != len(updates):
+                    raise _Conflict(f"{len(updates) - cursor.rowcount} stored failure(s) changed")
+        return answer, [r for r in final.values() if r.success]
+
+    def _existing(self, alias: str, ids: list[str]) -> dict[str, tuple[bool, int]]:
+        """id -> (success, attempt_count) of the ids already stored."""
+        size = max((connections[alias].features.max_query_params or 10_000) - 50, 100)
+        found: dict[str, tuple[bool, int]] = {}
+        for chunk in _chunks(ids, size):
+            rows = (self._tasks(alias).filter(id__in=chunk).order_by()
+                    .values_list("id", "success", "attempt_count"))
+            found.update((i, (s, a)) for i, s, a in rows)
+        return found
+
+    def _beyond_limit(
+        self, final: dict[str, TaskResult], existing: dict[str, Any], limit: int
+    ) -> list[TaskResult]:
+        """New successes of the batch that are not among the ``limit`` newest of
+        their partition even within the batch: pruning would delete them."""
+        per = self.config.save_limit_per
+        partitions: dict[Any, list[TaskResult]] = defaultdict(list)
+        for r in final.values():
+            if r.success:
+                partitions[getattr(r, per) if per else None].append(r)
+        dropped = []
+        for members in partitions.values():
+            if len(members) > limit:
+                members.sort(key=lambda r: (r.stopped, r.id), reverse=True)
+                dropped.extend(r for r in members[limit:] if r.id not in existing)
+        return dropped
+
+    def _insert_sql(self, connection: Any, rows: list[TaskResult],
+                    encoded: dict[str, _Prepared]) -> tuple[str, list[list[Any]]]:
+        meta = _task_model()._meta
+        fields = meta.concrete_fields
+        quote = connection.ops.quote_name
+        sql = (f"INSERT INTO {quote(meta.db_table)} "
+               f"({', '.join(quote(f.column) for f in fields)}) "
+               f"VALUES ({', '.join(['%s'] * len(fields))})")
+        convert = _converters(fields, connection)
+        params = [
+            [v if c is None else c(v) for c, v in
+             zip(convert, self._values(fields, r, encoded[r.id]), strict=True)]
+            for r in rows
+        ]
+        return sql, params
+
+    def _update_sql(self, connection: Any, rows: list[TaskResult], encoded: dict[str, _Prepared],
+                    existing: dict[str, tuple[bool, int]]) -> tuple[str, list[list[Any]]]:
+        meta = _task_model()._meta
+        fields = [meta.get_field(name) for name in UPDATED]
+        quote = connection.ops.quote_name
+        sql = (f"UPDATE {quote(meta.db_table)} SET "
+               + ", ".join(f"{quote(f.column)} = %s" for f in fields)
+               + f" WHERE {quote('id')} = %s AND {quote('success')} = %s"
+               f" AND {quote('attempt_count')} = %s")
+        convert = _converters(fields, connection)
+        false = meta.get_field("success").get_db_prep_save(False, connection)
+        params = [
+            [*(v if c is None else c(v) for c, v in
+               zip(convert, self._values(fields, r, encoded[r.id]), strict=True)),
+             r.id, false, existing[r.id][1]]
+            for r in rows
+        ]
+        return sql, params
+
+    @staticmethod
+    def _values(fields: Sequence[Any], r: TaskResult, item: _Prepared) -> list[Any]:
+        """The values of ``fields`` for the row of ``r``."""
+        values = {
+            "id": r.id, "name": r.name, "func": r.func, "hook": r.hook,
+            "args": Encoded(item.args), "kwargs": Encoded(item.kwargs),
+            "result": None if item.value is None else Encoded(item.value),
+            "group": r.group, "cluster": r.cluster, "started": _db_datetime(r.started),
+            "stopped": _db_datetime(r.stopped), "success": r.success,
+            "attempt_count": r.attempt_count,
+        }
+        return [values[f.name] for f in fields]
+
+    # -- encoding
+
+    def _prepare(self, r: TaskResult) -> _Prepared:
+        """Encode ``r``'s values; a value the serializer cannot encode does not lose
+        the task.
+
+        * An unencodable **result** turns the task into a failure whose result
+          says why (the serializer's error and a short ``repr`` of the value).
+        * Unencodable **args** / **kwargs** are stored as the ``repr()`` of each
+          argument; the task keeps its outcome. Both are logged.
+        """
+        codec = self.codec
+        r = dataclasses.replace(
+            r,
+            name=self._clip("name", r.name or _default_name(r.id)),
+            func=self._clip("func", r.func),
+            hook=self._clip("hook", r.hook),
+            group=self._clip("group", r.group),
+            cluster=self._clip("cluster", r.cluster),
+            args=tuple(r.args or ()),
+            kwargs=dict(r.kwargs or {}),
+        )
+        value: bytes | None = None
+        if r.result is not None:
+            try:
+                value = codec.encode(r.result)
+            except Exception as exc:
+                outcome = "returned" if r.success else "failed with"
+                message = (f"qhive could not store the result of this task: {exc} "
+                           f"(it {outcome} {_safe_repr(r.result)})")
+                logger.error("task %s (%s): %s", r.id, r.name, message)
+                r = dataclasses.replace(r, success=False, result=message)
+                value = codec.encode(message)
+        try:
+            args = codec.encode(r.args)
+        except Exception as exc:
+            logger.warning("task %s (%s): args stored as repr(): %s", r.id, r.name, exc)
+            r = dataclasses.replace(r, args=tuple(_safe_repr(a) for a in r.args))
+            args = codec.encode(r.args)
+        try:
+            kwargs = codec.encode(r.kwargs)
+        except Exception as exc:
+            logger.warning("task %s (%s): kwargs stored as repr(): %s", r.id, r.name, exc)
+            r = dataclasses.replace(r, kwargs={str(k): _safe_repr(v) for k, v in r.kwargs.items()})
+            kwargs = codec.encode(r.kwargs)
+        return _Prepared(r, args, kwargs, value)
+
+    @staticmethod
+    def _clip(field: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return value[: LIMITS[field]]
+
+    # -- pruning
+
+    def _prune(self, alias: str, written: list[TaskResult]) -> None:
+        """Delete the successes beyond ``save_limit`` (per ``save_limit_per`` value)
+        in the partitions ``written`` touched. Never locks more than it deletes."""
+        limit, per = self.config.save_limit, self.config.save_limit_per
+        successes = self._tasks(alias).filter(success=True)
+        if per is None:
+            cut = list(successes.order_by("-stopped", "-id")
+                       .values_list("stopped", "id")[limit : limit + 1])
+            if cut:
+                stopped, task_id = cut[0]
+                successes.filter(
+                    Q(stopped__lt=stopped) | Q(stopped=stopped, id__lte=task_id)
+                ).delete()
+            return
+        keys = list({getattr(r, per) for r in written})
+        size = max((connections[alias].features.max_query_params or 10_000) - 50, 100)
+        for chunk in _chunks(keys, size):
+            values = [k for k in chunk if k is not None]
+            where = Q(**{f"{per}__in": values})
+            if len(values) < len(chunk):
+                where |= Q(**{f"{per}__isnull": True})
+            doomed = list(
+                successes.filter(where).order_by()
+                .annotate(qhive_rank=Window(RowNumber(), partition_by=[F(per)],
+                                            order_by=[F("stopped").desc(), F("id").desc()]))
+                .filter(qhive_rank__gt=limit)
+                .values_list("id", flat=True)
+            )
+            for ids in _chunks(doomed, size):
+                successes.filter(id__in=ids).delete()
+
+
+def _converters(fields: Sequence[Any], connection: Any) -> list[Any]:
+    """Per field, how a Python value becomes a database value (None: it already is;
+    the store puts only str, int, bool and None in such fields)."""
+    return [
+        None if type(f) in _PLAIN else functools.partial(f.get_db_prep_save, connection=connection)
+        for f in fields
+    ]
+
+
+def _key(task_id: Any) -> str:
+    return task_id.hex if isinstance(task_id, uuid.UUID) else task_id
+
+
+def _default_name(task_id: str) -> str:
+    try:
+        return humanize(task_id) if len(task_id) == 32 else task_id
+    except ValueError:  # not hex
+        return task_id
+
+
+def _db_datetime(value: dt.datetime) -> dt.datetime:
+    """An aware datetime under ``USE_TZ`` (naive ones are taken as UTC, as the core
+    makes them), a naive one in ``TIME_ZONE`` otherwise, as Django expects."""
+    if settings.USE_TZ:
+        return value.replace(tzinfo=dt.UTC) if timezone.is_naive(value) else value
+    return timezone.make_naive(value) if timezone.is_aware(value) else value
