@@ -3,12 +3,10 @@ import uuid
 
 import pytest
 from qhive.errors import ConfigError
-from qhive_testkit.django_project import database, django_project  # noqa: F401
-from qhive_testkit.fixtures import fresh_plugins  # noqa: F401
 
 
 @pytest.fixture
-def q_cluster(django_project):  # noqa: F811
+def q_cluster(django_project):
     """``q_cluster(**settings)`` sets ``Q_CLUSTER`` for the test: the in-memory broker and
     result store (unless ``memory=False``), under a unique ``name`` so that the test's
     queues and results are its own. Returns the dict."""

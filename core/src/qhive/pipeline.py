@@ -86,7 +86,9 @@ class Pipeline:
             self._build("reporter", name, options, f"error_reporter.{name}")
             for name, options in self.config.error_reporter.items()
         ]
-        self.pm.register(_ReporterDispatch(reporters), name=f"reporters:{id(self)}")
+        dispatch = _ReporterDispatch(reporters)
+        self.pm.register(dispatch, name=f"reporters:{id(self)}")
+        self._registered.append(dispatch)
         return reporters
 
     def close(self) -> None:
@@ -188,14 +190,24 @@ class Pipeline:
         task.setdefault("cluster", self.config.cluster_name)
         return task
 
+    def run_here(
+        self, task: dict[str, Any], message: Message | None = None
+    ) -> tuple[TaskResult, BaseException | None]:
+        """Every step of a decoded task in this process: run, save, settle, post_execute.
+
+        ``sync=True`` tasks and :meth:`drain` use it; the cluster spreads the same
+        steps over its workers and monitor.
+        """
+        result, error = self.execute(task)
+        done = Done(task, result, message and message.ack_id, message and message.deliveries,
+                    error)
+        [stored] = self.settle([done])
+        self.pm.hook.qhive_post_execute(task=task, result=stored)
+        return stored, error
+
     def process(self, message: Message) -> TaskResult | None:
         task = self.decode(message)
-        if task is None:
-            return None
-        result, error = self.execute(task)
-        [stored] = self.settle([Done(task, result, message.ack_id, message.deliveries, error)])
-        self.pm.hook.qhive_post_execute(task=task, result=stored)
-        return stored
+        return None if task is None else self.run_here(task, message)[0]
 
     def drain(self, timeout: float = 0.0) -> list[TaskResult]:
         """Process messages in this process until the queue is empty."""

@@ -101,11 +101,6 @@ def reset() -> None:
         _configs.clear()
     for pipeline in pipelines:
         pipeline.close()
-        # Pipeline.close() leaves its reporter dispatch registered as "reporters:<id>";
-        # a later pipeline at the same address would clash. Remove once core does it.
-        name = f"reporters:{id(pipeline)}"
-        if pipeline.pm.get_plugin(name) is not None:
-            pipeline.pm.unregister(name=name)
 
 
 def on_setting_changed(*, setting: str, **kwargs: Any) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from qhive.contracts import Broker, ResultStore, TaskResult
-from qhive.pipeline import Done, Pipeline
+from qhive.pipeline import Pipeline
 from qhive.task import func_ref, new_task
 
 from qhive_django.conf import get_config, get_pipeline
@@ -143,9 +143,7 @@ def _run_sync(pipeline: Pipeline, task: dict[str, Any]) -> str:
     # Through the codec as a worker would receive it: what cannot travel fails here too.
     task = pipeline.codec.decode(pipeline.codec.encode(task))
     task.setdefault("cluster", pipeline.config.cluster_name)
-    outcome, error = pipeline.execute(task)
-    [stored] = pipeline.settle([Done(task, outcome, error=error)])
-    pipeline.pm.hook.qhive_post_execute(task=task, result=stored)
+    _stored, error = pipeline.run_here(task)
     if error is not None:
         error.add_note(f"raised by qhive task {task['id']} ({task['name']}) run with sync=True; "
                        f"its failure was saved")

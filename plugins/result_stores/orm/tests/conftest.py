@@ -1,1 +1,0 @@
-from qhive_testkit.django_project import database, django_project  # noqa: F401
