@@ -182,3 +182,12 @@ def test_stop_under_load_loses_nothing(start_cluster):
     assert 0 < done < 200
     assert done + waiting == 200, (done, waiting)
     assert p.broker.lock_size() == 0  # taken-but-not-started tasks were given back
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="cpu affinity needs two cores")
+def test_cpu_affinity_pins_each_worker(start_cluster):
+    import psutil
+
+    cluster = start_cluster(cpu_affinity=1)
+    pinned = [psutil.Process(pid).cpu_affinity() for pid in cluster.stat.workers]
+    assert pinned == [[0], [1]]

@@ -385,6 +385,20 @@ class Cluster:
             logger.debug("could not save cluster statistics: %s", exc)
 
 
+def configure_logging(config: Config) -> None:
+    """Show the cluster's log on stderr at ``log_level``, as Django Q does, unless the
+    project configured the ``qhive`` logger itself."""
+    root = logging.getLogger("qhive")
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s [Q] %(levelname)s %(message)s",
+                                           "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(config.log_level)
+    root.propagate = False
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "exit code unknown"

@@ -28,7 +28,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, cluster_name: str | None = None, run_once: bool = False,
                **options: Any) -> None:
         try:
-            from qhive.cluster import Cluster
+            from qhive.cluster import Cluster, configure_logging
         except ImportError as exc:
             raise CommandError(f"this qhive has no cluster (qhive.cluster): {exc}") from exc
         name = cluster_name or os.environ.get("Q_CLUSTER_NAME") or None
@@ -38,6 +38,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         # Processes the cluster starts read the same cluster's settings.
         os.environ["Q_CLUSTER_NAME"] = config.cluster_name
+        configure_logging(config)
         cluster = Cluster(config, setup=SETUP)
         if run_once:
             threading.Thread(target=_stop_when_started, args=(cluster,), daemon=True).start()

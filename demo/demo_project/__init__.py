@@ -1,0 +1,1 @@
+"""The Django project of ``make demo`` (see ``demo/run.py``)."""
