@@ -97,6 +97,12 @@ def wait_for_results(cluster: ClusterProcess, ids) -> None:
         time.sleep(0.05)
 
 
+def is_right(row, expected) -> bool:
+    if expected is MUST_FAIL:
+        return not row.success
+    return row.success and row.result == expected
+
+
 def call(task) -> str:
     return f"{task.func.rsplit('.', 1)[-1]}({', '.join(map(repr, task.args))})"
 
@@ -127,8 +133,7 @@ def demo(cluster: ClusterProcess, began: float) -> str:
     drain_s = time.monotonic() - t0
 
     rows = {row.id: row for row in Task.objects.filter(id__in=list(expected))}
-    wrong = [row for task_id, row in rows.items() if (not row.success if expected[task_id] is
-             MUST_FAIL else not (row.success and row.result == expected[task_id]))]
+    wrong = [row for row in rows.values() if not is_right(row, expected[row.id])]
     if wrong:
         raise DemoFailed(f"{len(wrong)} wrong results, e.g. {call(wrong[0])} = {wrong[0].result!r}")
     collatz = [row for row in rows.values() if row.group == "collatz"]

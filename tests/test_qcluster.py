@@ -253,7 +253,7 @@ def test_recycle_and_max_rss_replace_workers(cluster_settings, qcluster):
         for n in range(12):
             async_task(f"{T}.add", n, n)
         wait_until(lambda q=q: tasks_of(q).count() == 12, what="12 results")
-        stat = wait_until(lambda: (s := cluster.stat()) and s.reincarnations >= 4 and s,
+        stat = wait_until(lambda c=cluster: (s := c.stat()) and s.reincarnations >= 4 and s,
                           what="reincarnations in Stat")
         assert not before & set(stat.workers), settings
         assert "recycled" in cluster.log()

@@ -366,6 +366,20 @@ class BrokerContract:
         back = watch(broker, SHORT_RETRY + QUIET)
         assert not back, f"{[m.payload for m in back]} came back after being acknowledged"
 
+    def test_released_message_is_available_at_once(self, broker_factory):
+        broker = broker_factory(retry=600)
+        skip_unless(broker.capabilities.receipts, broker, "receipts")
+        if type(broker).release is Broker.release:
+            pytest.skip(f"{type(broker).__name__} does not implement release(); "
+                        "released messages come back after retry")
+        broker.enqueue(b"given back")
+        taken = self._take_one(broker)
+        broker.release(taken.ack_id)
+        again = self._take_one(broker, what="a released message (retry=600)")
+        assert again.payload == b"given back"
+        broker.acknowledge(again.ack_id)
+        assert broker.queue_size() == 0
+
     # -- sizes
 
     def test_queue_size_counts_waiting_messages(self, broker):

@@ -77,6 +77,7 @@ class Monitor(threading.Thread):
                     return
                 logger.error("monitor: saving %d results failed: %s; retrying in %.1f s",
                              len(batch), exc, delay)
+                self._reconnect()
                 self.give_up.wait(delay)
         for done, result in zip(batch, stored, strict=True):
             self.processed += 1
@@ -87,6 +88,15 @@ class Monitor(threading.Thread):
             else:
                 logger.info("Processed '%s' (%s)", result.func, result.name)
             self.hooks.put((done.task, result))
+
+
+    def _reconnect(self) -> None:
+        """Drop the store's and broker's connections: the next call opens new ones."""
+        for driver in (self.pipeline.result_store, self.pipeline.broker):
+            try:
+                driver.close()
+            except Exception as exc:
+                logger.debug("closing %r failed: %s", driver, exc)
 
 
 def _last_line(text: object) -> str:

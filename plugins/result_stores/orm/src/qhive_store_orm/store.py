@@ -135,6 +135,9 @@ class OrmResultStore(ResultStore):
         used for reads too, so a result is visible as soon as it is saved.
     """
 
+    #: the Django app holding the Task model; a system check wants it installed
+    django_app = "qhive_store_orm"
+
     def __init__(self, *, config: Config | None = None, database: str | None = None) -> None:
         super().__init__(config=config if config is not None else settings_config())
         if database is not None and not isinstance(database, str):
