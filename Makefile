@@ -19,7 +19,7 @@ $(STAMP): Makefile $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
 env: $(STAMP)
 
 demo: env
-	$(BIN)/python -m qhive.demo
+	$(BIN)/python demo/run.py
 
 test: env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

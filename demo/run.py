@@ -8,8 +8,8 @@ anything went wrong.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -107,18 +107,12 @@ def call(task) -> str:
     return f"{task.func.rsplit('.', 1)[-1]}({', '.join(map(repr, task.args))})"
 
 
-def demo(cluster: ClusterProcess, began: float) -> str:
+def enqueue() -> dict:
+    """Queue the demo's tasks; return task id -> the result it must have (or MUST_FAIL)."""
     from demo_project import tasks
-    from qhive_django.conf import get_pipeline
-    from qhive_django.models import Failure, Task
-    from qhive_django.tasks import async_task, fetch, queue_size, result
+    from qhive_django.tasks import async_task
 
-    stat = wait_until_up(cluster, get_pipeline().broker)
-    print(f"cluster {stat.status.lower()} after {time.monotonic() - began:.1f} s: pid {stat.pid}, "
-          f"workers {stat.workers}, queue {stat.name!r}\n")
-
-    t0 = time.monotonic()
-    expected = {}  # task id -> the value its result must have, or MUST_FAIL
+    expected = {}
     for n in range(1, N_COLLATZ + 1):
         expected[async_task(tasks.collatz_steps, n, group="collatz")] = tasks.collatz_steps(n)
     for n in range(1, N_SLOW + 1):
@@ -126,66 +120,98 @@ def demo(cluster: ClusterProcess, began: float) -> str:
     for n in range(1, N_FAILING + 1):
         expected[async_task(tasks.always_fails, n, group="failing", hook=tasks.report)] = MUST_FAIL
     expected[async_task(tasks.fibonacci, 90, task_name="fibonacci-90")] = tasks.fibonacci(90)
-    enqueue_s = time.monotonic() - t0
-    print(f"enqueued {len(expected)} tasks in {enqueue_s:.2f} s "
-          f"({len(expected) / enqueue_s:,.0f} tasks/s); waiting for the results ...")
-    wait_for_results(cluster, list(expected))
-    drain_s = time.monotonic() - t0
+    return expected
 
-    rows = {row.id: row for row in Task.objects.filter(id__in=list(expected))}
-    wrong = [row for row in rows.values() if not is_right(row, expected[row.id])]
+
+def show_results(expected: dict) -> list:
+    """Check every result against ``expected``, print a sample; return the rows."""
+    from qhive_django.models import Failure, Task
+    from qhive_django.tasks import fetch, result
+
+    rows = list(Task.objects.filter(id__in=list(expected)))
+    wrong = [row for row in rows if not is_right(row, expected[row.id])]
     if wrong:
         raise DemoFailed(f"{len(wrong)} wrong results, e.g. {call(wrong[0])} = {wrong[0].result!r}")
-    collatz = [row for row in rows.values() if row.group == "collatz"]
-    longest = max(collatz, key=lambda row: row.result)
-    by_id = fetch(next(iter(expected)), wait=1000)
+    group = {name: sorted((row for row in rows if row.group == name), key=lambda row: row.args)
+             for name in ("collatz", "squares", "failing")}
+    by_id = fetch(next(row.id for row in group["collatz"] if row.args == (27,)))
+    longest = max(group["collatz"], key=lambda row: row.result)
     print("\nresults, read back from the database:")
     print(f"  {call(by_id)} = {by_id.result}   (fetch by id: task {by_id.name!r}, run by "
-          f"cluster {by_id.cluster!r} in {by_id.time_taken() * 1000:.0f} ms from enqueue)")
+          f"cluster {by_id.cluster!r}, {by_id.time_taken() * 1000:.0f} ms after its enqueue)")
     print(f"  group 'collatz': {Task.get_group_count('collatz')} results; longest: "
           f"{call(longest)} = {longest.result}")
-    for row in sorted((r for r in rows.values() if r.group == "squares"), key=str)[:3]:
-        print(f"  {call(row)} = {row.result}   (group 'squares', took {row.time_taken():.2f} s)")
-    print(f"  fibonacci(90) = {result('fibonacci-90', wait=1000)}   (result by task_name)")
-    failures = Failure.objects.filter(id__in=list(expected)).order_by("name")
-    print(f"\nfailures ({failures.count()}, as intended):")
-    for row in failures:
+    for row in group["squares"][:3]:
+        print(f"  {call(row)} = {row.result}   (group 'squares', {row.time_taken():.2f} s)")
+    print(f"  fibonacci(90) = {result('fibonacci-90')}   (result by task_name)")
+    failures = Failure.objects.filter(id__in=list(expected)).count()
+    print(f"\nfailures ({failures}, on purpose; the cluster logged them as ERROR above):")
+    for row in group["failing"]:
         print(f"  {call(row)}: {str(row.result).strip().splitlines()[-1]}")
-    span = max(r.stopped for r in rows.values()) - min(r.started for r in rows.values())
-    print(f"\nthroughput: {len(rows)} tasks enqueued, run and saved in {drain_s:.2f} s "
-          f"({len(rows) / drain_s:,.0f} tasks/s; first enqueue to last result in the database: "
-          f"{span.total_seconds():.2f} s) by 2 workers\n\nstopping the cluster (SIGTERM) ...")
+    return rows
 
+
+def stop(cluster: ClusterProcess) -> list[str]:
+    """Stop the cluster with SIGTERM, check it stopped cleanly; return the hook lines."""
+    from qhive_django.tasks import queue_size
+
+    print("\nstopping the cluster (SIGTERM) ...")
     code = cluster.stop()
-    stopped = cluster.grep(" stopped (")
-    if code != 0 or not stopped:
+    if code != 0 or not cluster.grep(" stopped ("):
         raise DemoFailed(f"the cluster exited with code {code}"
-                         + ("" if stopped else " without its 'stopped' line"))
-    hooks = cluster.grep("hook got ")
+                         + ("" if cluster.grep(" stopped (") else " without its 'stopped' line"))
     print(f"cluster exited with code 0; {len(cluster.grep(' Processed ')):,} 'Processed' lines "
           f"in {os.path.relpath(cluster.log_path)}")
+    if left := queue_size():
+        raise DemoFailed(f"{left} tasks are still in the queue")
+    hooks = cluster.grep("hook got ")
     print(f"\nhook calls seen: {len(hooks)} (hook= on {N_SLOW + N_FAILING} tasks), e.g.")
-    for line in sorted(hooks, key=lambda line: "returned" in line)[:2] + hooks[-1:]:
-        print(f"  {line}")
+    for outcome in (" returned ", " failed: "):
+        print(*[f"  {line}" for line in hooks if outcome in line][:2], sep="\n")
     if len(hooks) != N_SLOW + N_FAILING:
         raise DemoFailed(f"expected {N_SLOW + N_FAILING} hook calls, saw {len(hooks)}")
-    left = queue_size()
-    if left:
-        raise DemoFailed(f"{left} tasks are still in the queue")
-    return (f"demo OK: {len(rows)} tasks run by a real cluster, {len(rows) - failures.count()} "
-            f"results checked, {failures.count()} failures as intended, {len(hooks)} hook calls, "
-            f"{len(rows) / drain_s:,.0f} tasks/s, {time.monotonic() - began:.1f} s in all")
+    return hooks
+
+
+def demo(cluster: ClusterProcess, began: float) -> str:
+    from qhive_django.conf import get_pipeline
+
+    stat = wait_until_up(cluster, get_pipeline().broker)
+    print(f"cluster up ({stat.status}) at {time.monotonic() - began:.1f} s: pid {stat.pid}, "
+          f"workers {stat.workers}, queue {stat.name!r}\n")
+    t0 = time.monotonic()
+    expected = enqueue()
+    enqueued = time.monotonic() - t0
+    print(f"enqueued {len(expected)} tasks in {enqueued:.2f} s ({len(expected) / enqueued:,.0f} "
+          f"tasks/s); waiting for the results ...")
+    wait_for_results(cluster, list(expected))
+    drained = time.monotonic() - t0
+    rows = show_results(expected)
+    span = max(row.stopped for row in rows) - min(row.started for row in rows)
+    print(f"\nthroughput: {len(rows)} tasks enqueued, run and saved in {drained:.2f} s "
+          f"({len(rows) / drained:,.0f} tasks/s) by 2 workers; in the database, first enqueue "
+          f"to last result: {span.total_seconds():.2f} s")
+    hooks = stop(cluster)
+    failed = sum(not row.success for row in rows)
+    return (f"demo OK: {len(rows)} tasks run by a real cluster, {len(rows) - failed} results "
+            f"checked, {failed} failures as intended, {len(hooks)} hook calls, "
+            f"{len(rows) / drained:,.0f} tasks/s, {time.monotonic() - began:.1f} s in all")
 
 
 def main() -> int:
     began = time.monotonic()
-    shutil.rmtree(DATA, ignore_errors=True)  # every run starts from an empty database
-    DATA.mkdir(parents=True)
+    sys.stdout.reconfigure(line_buffering=True)  # live progress through a pipe too
+    DATA.mkdir(parents=True, exist_ok=True)
+    for name in ("db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm", "qcluster.log"):
+        (DATA / name).unlink(missing_ok=True)  # every run starts from an empty database
     os.environ.update(DJANGO_SETTINGS_MODULE="demo_project.settings", QHIVE_DEMO_DATA=str(DATA))
     sys.path.insert(0, str(HERE))
+    os.environ.pop("Q_CLUSTER_NAME", None)  # the root cluster of the demo's settings
     print(f"qhive demo: a Django project on SQLite ({DATA / 'db.sqlite3'})")
-    subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=HERE,
-                   check=True)
+    if subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+                      cwd=HERE).returncode:
+        print("demo FAILED: manage.py migrate failed (above)", file=sys.stderr)
+        return 1
     import django
 
     django.setup()
@@ -198,7 +224,8 @@ def main() -> int:
         return 1
     finally:
         if cluster.proc.poll() is None:
-            cluster.stop()
+            with contextlib.suppress(DemoFailed):
+                cluster.stop()
 
 
 if __name__ == "__main__":

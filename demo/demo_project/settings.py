@@ -10,7 +10,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("QHIVE_DEMO_DATA") or BASE_DIR / ".data")
 
-SECRET_KEY = "qhive-demo-not-secret-do-not-use-in-production"  # noqa: S105 -- a demo
+SECRET_KEY = "qhive-demo-not-secret-do-not-use-in-production"  # a demo key: never reuse it
 DEBUG = False
 ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
 USE_TZ = True

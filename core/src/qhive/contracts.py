@@ -120,6 +120,11 @@ class Broker(ABC):
         """Enqueue several payloads; brokers with a batch command override this."""
         return [self.enqueue(p) for p in payloads]
 
+    def acknowledge_many(self, ack_ids: Iterable[str]) -> None:
+        """Acknowledge several messages; brokers that can do it in one call override this."""
+        for ack_id in ack_ids:
+            self.acknowledge(ack_id)
+
     def fail(self, ack_id: str) -> None:
         """The message can never succeed (bad signature, out of attempts): drop it.
 

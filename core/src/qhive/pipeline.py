@@ -156,7 +156,7 @@ class Pipeline:
         """
         keep = [d.result for d in done if self._keep(d.task, d.result)]
         saved = {r.id: r for r in self.result_store.save_many(keep)} if keep else {}
-        settled = []
+        settled, acks = [], []
         for d in done:
             stored = saved.get(d.result.id, d.result)
             if d.result.success:
@@ -164,8 +164,10 @@ class Pipeline:
             else:
                 self.pm.hook.qhive_task_failed(result=stored, error=d.error)
             if d.ack_id is not None and self._should_ack(d, stored):
-                self.broker.acknowledge(d.ack_id)
+                acks.append(d.ack_id)
             settled.append(stored)
+        if acks:
+            self.broker.acknowledge_many(acks)
         return settled
 
     def _keep(self, task: dict[str, Any], result: TaskResult) -> bool:

@@ -336,6 +336,17 @@ class BrokerContract:
             f"{m.payload.decode()}()" for m in back
         ) + f" came back after retry={SHORT_RETRY}"
 
+    def test_acknowledge_many(self, broker):
+        for n in range(5):
+            broker.enqueue(b"many %d" % n)
+        taken = self._take(broker, 5)
+        broker.acknowledge_many([m.ack_id for m in taken[:4]])
+        broker.acknowledge_many([])
+        assert broker.queue_size() == 0
+        if broker.capabilities.receipts and broker.lock_size() is not None:
+            assert broker.lock_size() == 1, "acknowledge_many left messages in flight"
+        broker.acknowledge(taken[4].ack_id)
+
     def test_finishing_twice_is_harmless(self, broker):
         broker.enqueue(b"twice")
         message = self._take_one(broker)

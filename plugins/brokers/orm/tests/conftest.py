@@ -1,8 +1,6 @@
 import sys
 from pathlib import Path
 
-from qhive_testkit.django_project import database, django_project  # noqa: F401
-
 # Spawned child processes import their target functions from orm_broker_children.
 HERE = str(Path(__file__).parent)
 if HERE not in sys.path:

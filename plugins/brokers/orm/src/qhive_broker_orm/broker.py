@@ -711,8 +711,13 @@ def _vendor(alias: str) -> str:
 
 
 def _has_psycopg3() -> bool:
+    """psycopg >= 3.2 is installed (``Connection.notifies(timeout=...)``)."""
     try:
-        from django.db.backends.postgresql.psycopg_any import is_psycopg3
-    except ImportError:
+        import psycopg
+    except ImportError:  # psycopg2: no LISTEN support here, the broker polls
         return False
-    return bool(is_psycopg3)
+    try:
+        major, minor = (int(part) for part in psycopg.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (3, 2)

@@ -1,0 +1,44 @@
+"""The README's main command: ``make demo`` runs ``demo/run.py``, which starts a real
+``manage.py qcluster`` on a fresh SQLite database and checks what it computed."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parent.parent / "demo" / "run.py"
+
+
+@pytest.mark.slow
+def test_demo_runs_tasks_on_a_real_cluster_and_exits_0(tmp_path):
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("DJANGO_SETTINGS_MODULE", "Q_CLUSTER_NAME")}
+    env["QHIVE_DEMO_DATA"] = str(tmp_path)  # not demo/.data: a `make demo` may be running
+    done = subprocess.run([sys.executable, str(RUN)], env=env, capture_output=True, text=True,
+                          timeout=180)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+
+    # Results computed by the cluster's workers, read back from the database.
+    assert "collatz_steps(27) = 111 " in output
+    assert "group 'collatz': 300 results; longest: collatz_steps(231) = 127" in output
+    assert "slow_square(3) = 9 " in output
+    assert "fibonacci(90) = 2880067194370816120 " in output
+    # The failing tasks, with their error line.
+    assert "failures (5, on purpose" in output
+    for n in range(1, 6):
+        assert f"always_fails({n}): ValueError: demo failure #{n}: this task fails on purpose" \
+            in output
+    # The hooks ran in the cluster; it stopped cleanly on SIGTERM.
+    assert "hook calls seen: 45 " in output
+    assert re.search(r"hook got [a-z-]+: slow_square\(1\) returned 1$", output, re.M), output
+    assert re.search(r"qcluster \| .* stopped \(346 processed, 5 failed\)", output), output
+    assert "cluster exited with code 0" in output
+    assert re.search(r"^demo OK: 346 tasks run by a real cluster, 341 results checked, "
+                     r"5 failures as intended, 45 hook calls, [\d,]+ tasks/s, [\d.]+ s in all$",
+                     output, re.M), output
+    assert (tmp_path / "db.sqlite3").exists()
+    assert "Processed 'demo_project.tasks.collatz_steps'" in (tmp_path / "qcluster.log").read_text()
