@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from qhive_testkit.tasks import FAILURES
 
 T = "qhive_testkit.tasks"
 
@@ -177,15 +178,7 @@ def test_timeouts(cluster_settings, qcluster):
     assert cluster.stop() == 0
 
 
-@pytest.mark.parametrize(
-    ("func", "expected"),
-    [
-        ("leave", "SystemExit: 3"),
-        ("interrupt", "KeyboardInterrupt"),
-        ("unpicklable", "the task returned a value that cannot be pickled (function)"),
-        ("no_such_function", f"task function '{T}.no_such_function' does not exist"),
-    ],
-)
+@pytest.mark.parametrize(("func", "expected"), FAILURES.items())
 def test_bad_tasks_fail_clearly_without_stalling(cluster_settings, qcluster, func, expected):
     from qhive_django.tasks import async_task, fetch
 

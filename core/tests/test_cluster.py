@@ -14,6 +14,7 @@ import uuid
 import pytest
 from qhive.cluster import Cluster
 from qhive.config import Config
+from qhive_testkit.tasks import FAILURES
 
 T = "qhive_testkit.tasks"
 
@@ -102,16 +103,7 @@ def test_timeout_kills_on_time_whatever_the_guard_cycle(start_cluster):
     assert cluster.stat.reincarnations == 1
 
 
-@pytest.mark.parametrize(
-    ("func", "expected"),
-    [
-        ("leave", "SystemExit: 3"),
-        ("interrupt", "KeyboardInterrupt"),
-        ("unpicklable", "the task returned a value that cannot be pickled (function)"),
-        ("no_such_function", f"task function '{T}.no_such_function' does not exist"),
-        ("die", "the worker running this task died (exit code 13)"),
-    ],
-)
+@pytest.mark.parametrize(("func", "expected"), FAILURES.items())
 def test_bad_tasks_fail_clearly_and_the_cluster_goes_on(start_cluster, func, expected):
     cluster = start_cluster(ack_failures=True)
     p = cluster.pipeline

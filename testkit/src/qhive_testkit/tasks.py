@@ -47,3 +47,13 @@ def die():
 
 def unpicklable():
     return lambda: None
+
+
+#: Tasks that fail in every way a task can, and the text their failure must show.
+FAILURES = {
+    "leave": "SystemExit: 3",
+    "interrupt": "KeyboardInterrupt",
+    "unpicklable": "the task returned a value that cannot be pickled (function)",
+    "no_such_function": "task function 'qhive_testkit.tasks.no_such_function' does not exist",
+    "die": "the worker running this task died (exit code 13)",
+}

@@ -39,7 +39,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
@@ -455,30 +455,17 @@ class OrmBroker(Broker):
         select = (f"SELECT id, payload, deliveries FROM {QUEUE_TABLE}"
                   f" WHERE queue = %s AND visible_at <= {now_sql}"
                   f" ORDER BY visible_at, id LIMIT %s FOR UPDATE{skip}")
-        # Inside the caller's transaction its COMMIT ends ours; otherwise open
-        # one by hand (transaction.atomic() costs two more round-trips).
-        own = conn.get_autocommit() and not conn.in_atomic_block
-        with conn.cursor() as cursor:
-            if own:
-                cursor.execute("START TRANSACTION")
-            try:
-                cursor.execute(select, [self.queue, *now_params, count])
-                rows = cursor.fetchall()
-                if rows:
-                    ids = [r[0] for r in rows]
-                    cursor.execute(
-                        f"UPDATE {QUEUE_TABLE} SET visible_at = {until_sql},"
-                        f" deliveries = deliveries + 1"
-                        f" WHERE id IN ({', '.join(['%s'] * len(ids))})",
-                        [*until_params, *ids],
-                    )
-                if own:
-                    cursor.execute("COMMIT")
-            except BaseException:
-                if own:
-                    with contextlib.suppress(Exception):
-                        cursor.execute("ROLLBACK")
-                raise
+        with conn.cursor() as cursor, _transaction(conn, cursor, "START TRANSACTION"):
+            cursor.execute(select, [self.queue, *now_params, count])
+            rows = cursor.fetchall()
+            if rows:
+                ids = [r[0] for r in rows]
+                cursor.execute(
+                    f"UPDATE {QUEUE_TABLE} SET visible_at = {until_sql},"
+                    f" deliveries = deliveries + 1"
+                    f" WHERE id IN ({', '.join(['%s'] * len(ids))})",
+                    [*until_params, *ids],
+                )
         return [Message(str(i), _bytes(p), d + 1) for i, p, d in rows]
 
     def _claim_sqlite(self, conn: BaseDatabaseWrapper, count: int) -> list[Message]:
@@ -491,28 +478,18 @@ class OrmBroker(Broker):
         update = (f"UPDATE {QUEUE_TABLE} SET visible_at = %s, deliveries = deliveries + 1"
                   f" WHERE id IN ({candidates})")
         params = [until_param, self.queue, now_param, count]
-        with conn.cursor() as cursor:
-            if sqlite3.sqlite_version_info >= (3, 35):
-                # One statement: it holds the write lock from its first read.
+        if sqlite3.sqlite_version_info >= (3, 35):
+            # One statement: it holds the write lock from its first read.
+            with conn.cursor() as cursor:
                 cursor.execute(f"{update} RETURNING id, payload, deliveries", params)
                 rows = sorted(cursor.fetchall())
-                return [Message(str(i), _bytes(p), d) for i, p, d in rows]
-            own = conn.get_autocommit() and not conn.in_atomic_block
-            if own:
-                cursor.execute("BEGIN IMMEDIATE")
-            try:
-                cursor.execute(
-                    f"SELECT id, payload, deliveries FROM {QUEUE_TABLE} WHERE id IN ({candidates})"
-                    f" ORDER BY visible_at, id", params[1:])
-                rows = cursor.fetchall()
-                cursor.execute(update, params)
-                if own:
-                    cursor.execute("COMMIT")
-            except BaseException:
-                if own:
-                    with contextlib.suppress(Exception):
-                        cursor.execute("ROLLBACK")
-                raise
+            return [Message(str(i), _bytes(p), d) for i, p, d in rows]
+        with conn.cursor() as cursor, _transaction(conn, cursor, "BEGIN IMMEDIATE"):
+            cursor.execute(
+                f"SELECT id, payload, deliveries FROM {QUEUE_TABLE} WHERE id IN ({candidates})"
+                f" ORDER BY visible_at, id", params[1:])
+            rows = cursor.fetchall()
+            cursor.execute(update, params)
         return [Message(str(i), _bytes(p), d + 1) for i, p, d in rows]
 
     # -- finishing messages
@@ -721,3 +698,21 @@ def _has_psycopg3() -> bool:
     except ValueError:
         return False
     return (major, minor) >= (3, 2)
+
+
+@contextlib.contextmanager
+def _transaction(conn: BaseDatabaseWrapper, cursor: Any, begin: str) -> Iterator[None]:
+    """A transaction opened by hand (``transaction.atomic()`` costs two more round
+    trips); inside a caller's transaction, theirs is used and their COMMIT ends it."""
+    own = conn.get_autocommit() and not conn.in_atomic_block
+    if own:
+        cursor.execute(begin)
+    try:
+        yield
+    except BaseException:
+        if own:
+            with contextlib.suppress(Exception):
+                cursor.execute("ROLLBACK")
+        raise
+    if own:
+        cursor.execute("COMMIT")
