@@ -47,11 +47,17 @@ logger = logging.getLogger("qhive.cluster")
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
+def _mp_context(setup: str | None) -> multiprocessing.context.BaseContext:
     # forkserver: workers start from a clean single-threaded server, not from the
-    # sentinel with its threads and connections (fork would copy held locks).
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    # sentinel with its threads and connections (fork would copy held locks). The
+    # server runs the set-up once (qhive.cluster.preload); workers are its forks.
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    if setup:
+        os.environ["QHIVE_WORKER_SETUP"] = setup  # read by the forkserver as it starts
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["qhive.cluster.preload"])
+    return context
 
 
 @dataclasses.dataclass(eq=False)
@@ -92,7 +98,7 @@ class Cluster:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._ctx = _mp_context()
+        self._ctx = _mp_context(setup)
         self._stat = Stat(self.cluster_id, config.cluster_name, socket.gethostname(), self.pid)
         self.pusher = Pusher(self.pipeline, self._room, self._wake)
         self.monitor = Monitor(self.pipeline)
