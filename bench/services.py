@@ -1,0 +1,193 @@
+"""Redis and PostgreSQL for the benchmark: the harness's own, or the running ones.
+
+Own instances (the default) live in ``bench/.services/`` (gitignored) and listen on
+127.0.0.1 only: Redis on port 6390 (no persistence), PostgreSQL 15 on port 55432
+(``initdb`` on first use, trust authentication, default settings otherwise: fsync on).
+PostgreSQL refuses to run as root, so as root it is run as the ``postgres`` user through
+``runuser``. Both are stopped by pid when the harness ends, whatever the reason.
+
+``--use-running-services`` uses Redis on 6379 (database 0 in the URL; adapters pick their
+own databases or key prefixes) and PostgreSQL on 5432 (user ``postgres``) instead, and
+starts or stops nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from systems.base import Services
+
+SERVICES_DIR = Path(__file__).resolve().parent / ".services"
+REDIS_PORT, PG_PORT = 6390, 55432
+RUNNING_REDIS_URL = "redis://127.0.0.1:6379/0"
+RUNNING_PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "password": ""}
+START_TIMEOUT = 60.0
+
+
+class ServiceError(Exception):
+    pass
+
+
+def _pg_bin(name: str) -> str:
+    for candidate in (shutil.which(name), *sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                                                 reverse=True)):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise ServiceError(f"PostgreSQL's {name} not found (on PATH or in /usr/lib/postgresql/*/bin)")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+class ServiceManager:
+    """Starts what the selected systems need; :meth:`stop` stops what it started."""
+
+    def __init__(self, use_running: bool, log=print) -> None:
+        self.use_running = use_running
+        self.log = log
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.pids: dict[str, int] = {}  # the server processes themselves (postmaster, redis)
+
+    def start(self, needs: set[str]) -> Services:
+        if self.use_running:
+            services = Services(RUNNING_REDIS_URL if "redis" in needs else None,
+                                dict(RUNNING_PG) if "postgres" in needs else None)
+        else:
+            SERVICES_DIR.mkdir(exist_ok=True)
+            services = Services(self._start_redis() if "redis" in needs else None,
+                                self._start_postgres() if "postgres" in needs else None)
+        self._check(services)
+        return services
+
+    # ------------------------------------------------------------------ Redis
+    def _start_redis(self) -> str:
+        if not _port_free(REDIS_PORT):
+            raise ServiceError(f"port {REDIS_PORT} is taken (a Redis left by an earlier run?); "
+                               "stop it, or use --use-running-services")
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise ServiceError("redis-server not found on PATH (apt-get install redis-server)")
+        folder = SERVICES_DIR / "redis"
+        folder.mkdir(exist_ok=True)
+        proc = subprocess.Popen(
+            [exe, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(folder), "--logfile", str(folder / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs["redis"], self.pids["redis"] = proc, proc.pid
+        url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+        self._wait("redis", lambda: _redis_client(url).ping())
+        self.log(f"services: Redis on port {REDIS_PORT} (pid {proc.pid})")
+        return url
+
+    # ------------------------------------------------------------------ PostgreSQL
+    def _start_postgres(self) -> dict:
+        if not _port_free(PG_PORT):
+            raise ServiceError(f"port {PG_PORT} is taken (a PostgreSQL left by an earlier run? "
+                               f"see {SERVICES_DIR / 'postgres'}); stop it, or use "
+                               "--use-running-services")
+        data = SERVICES_DIR / "postgres"
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if not (data / "PG_VERSION").exists():
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(parents=True)
+            if as_postgres:
+                shutil.chown(SERVICES_DIR, "postgres")
+                shutil.chown(data, "postgres")
+            self.log(f"services: initdb {data}")
+            subprocess.run([*as_postgres, _pg_bin("initdb"), "-D", str(data), "-U", "postgres",
+                            "--auth=trust", "-E", "UTF8", "--locale=C"],
+                           check=True, stdout=subprocess.DEVNULL)
+        (data / "postmaster.log").touch()
+        log = (data / "postmaster.log").open("ab")
+        proc = subprocess.Popen(
+            [*as_postgres, _pg_bin("postgres"), "-D", str(data), "-p", str(PG_PORT),
+             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
+             "-c", "max_connections=200"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs["postgres"] = proc
+        params = {"host": "127.0.0.1", "port": PG_PORT, "user": "postgres", "password": ""}
+        self._wait("postgres", lambda: _pg_connect(params).close())
+        with contextlib.suppress(OSError, ValueError):
+            self.pids["postgres"] = int((data / "postmaster.pid").read_text().split()[0])
+        self.log(f"services: PostgreSQL on port {PG_PORT} (pid {self.pids.get('postgres')})")
+        return params
+
+    def _wait(self, name: str, probe) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.procs[name].poll() is not None:
+                raise ServiceError(f"{name} exited at start (code {self.procs[name].returncode}); "
+                                   f"see its log in {SERVICES_DIR}")
+            try:
+                probe()
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"{name} not reachable after {START_TIMEOUT:.0f} s: "
+                                       f"{exc}") from exc
+                time.sleep(0.2)
+
+    def _check(self, services: Services) -> None:
+        if services.redis_url:
+            _redis_client(services.redis_url).ping()
+        if services.postgres:
+            _pg_connect(services.postgres).close()
+
+    # ------------------------------------------------------------------ facts, stop
+    def versions(self, services: Services) -> dict[str, str]:
+        found = {}
+        if services.redis_url:
+            info = _redis_client(services.redis_url).info("server")
+            where = "running, port 6379" if self.use_running else f"own, port {REDIS_PORT}"
+            found["Redis"] = f"{info['redis_version']} ({where}, no persistence)" \
+                if not self.use_running else f"{info['redis_version']} ({where})"
+        if services.postgres:
+            with _pg_connect(services.postgres) as conn:
+                version = conn.execute("SHOW server_version").fetchone()[0]
+                fsync = conn.execute("SHOW fsync").fetchone()[0]
+                sync = conn.execute("SHOW synchronous_commit").fetchone()[0]
+            where = f"own, port {PG_PORT}" if not self.use_running else "running, port 5432"
+            found["PostgreSQL"] = f"{version} ({where}; fsync={fsync}, synchronous_commit={sync})"
+        return found
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs.pop(name)
+            pid = self.pids.pop(name, proc.pid)
+            # Redis: SIGTERM. PostgreSQL: SIGINT is its "fast" shutdown.
+            sig = signal.SIGINT if name == "postgres" else signal.SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                proc.kill()
+                proc.wait(5)
+            self.log(f"services: {name} stopped")
+
+
+def _redis_client(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=2)
+
+
+def _pg_connect(params: dict, dbname: str = "postgres"):
+    import psycopg
+
+    return psycopg.connect(host=params["host"], port=params["port"], user=params["user"],
+                           password=params.get("password") or None, dbname=dbname,
+                           autocommit=True, connect_timeout=5)

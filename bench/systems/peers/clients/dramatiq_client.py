@@ -1,0 +1,29 @@
+"""Benchmark client for Dramatiq (runs in Dramatiq's venv, cwd = the work directory).
+
+``python dramatiq_client.py WORKLOAD N`` — see bench/systems/workloads.py.
+"""
+import sys
+
+import workloads
+from dramatiq.results import ResultMissing
+from dramatiq_bench_tasks import add, result_backend
+
+
+def enqueue(i):
+    return add.send(i, i)
+
+
+def is_done(message):
+    try:
+        result_backend.get_result(message)  # one LINDEX, non-blocking
+    except ResultMissing:
+        return False
+    return True
+
+
+def count():
+    return result_backend.client.dbsize()  # the results have a Redis db of their own
+
+
+if __name__ == "__main__":
+    sys.exit(workloads.main(enqueue, is_done, count))
