@@ -399,7 +399,7 @@ def main() -> int:
                 entry = data["systems"][system.label]
                 entry["settings"] = system.settings_text
                 entry["runs"].append(run)
-                _save(data, venvs, out_dir, began)
+                _save(data, venvs, tmp, began)  # progress; out_dir only gets complete runs
         data["meta"]["complete"] = True
     except KeyboardInterrupt:
         log("interrupted: stopping everything started, writing what was measured")
@@ -413,9 +413,11 @@ def main() -> int:
         manager.stop()
     for system in selected:
         data["systems"][system.label].setdefault("settings", system.settings_text)
-    _save(data, venvs, out_dir, began)
-    report.write(data, out_dir)
-    log(f"done in {(time.monotonic() - began) / 60:.1f} min: {out_dir / 'report.md'}")
+    # A partial run must not replace the committed numbers: it stays with its logs.
+    target = out_dir if data["meta"]["complete"] else tmp
+    _save(data, venvs, target, began)
+    report.write(data, target)
+    log(f"done in {(time.monotonic() - began) / 60:.1f} min: {target / 'report.md'}")
     return 0 if data["meta"]["complete"] else 1
 
 
@@ -427,6 +429,7 @@ def _save(data: dict, venvs: dict, out_dir: Path, began: float) -> None:
     data["meta"]["wall_seconds"] = time.monotonic() - began
     data["meta"]["venvs"] = {name: {k: (str(v) if k == "python" else v) for k, v in facts.items()}
                              for name, facts in venvs.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")
 
