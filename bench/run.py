@@ -366,9 +366,11 @@ def main() -> int:
                                          "skip": system.skip, "runs": []}
 
     # SIGINT (Ctrl-C; also when started in the background, where it may be ignored),
-    # SIGTERM and SIGHUP: the finally below stops everything started, by pid.
+    # SIGTERM and SIGHUP (unless ignored: nohup): the finally below stops everything
+    # started, by pid.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
+        if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _interrupt)
     manager = ServiceManager(args.use_running_services, log=log)
     venvs: dict[str, dict] = {}
     try:
