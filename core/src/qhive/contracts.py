@@ -228,6 +228,9 @@ class TaskResult:
     group: str | None = None
     cluster: str | None = None
     attempt_count: int = 1
+    #: Kept whatever ``save_limit`` says, until deleted: the parts of an
+    #: ``async_iter`` waiting to be collated. Stores that prune must skip these.
+    pinned: bool = False
 
     def time_taken(self) -> float:
         """Seconds between enqueue and the end of the run, as Django Q reports it."""
@@ -244,8 +247,15 @@ class ResultStore(ABC):
       ``attempt_count`` becomes the stored count plus one;
     * the ``config.save_limit`` successes that stopped last are kept (``0``
       unlimited, ``-1`` none), per ``config.save_limit_per`` value if set;
-      failures are always kept, also when a later success is not.
+      failures are always kept, also when a later success is not;
+    * ``pinned`` results are always kept and never counted by ``save_limit``.
+
+    A store whose results expire on their own (a cache) sets
+    :attr:`applies_save_limit` to False and keeps every result it is given.
     """
+
+    #: Whether the store enforces ``save_limit`` / ``save_limit_per``.
+    applies_save_limit: ClassVar[bool] = True
 
     def __init__(self, *, config: Config | None = None) -> None:
         if config is None:

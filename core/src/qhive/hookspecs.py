@@ -78,6 +78,21 @@ def qhive_check_config(config: Config) -> list[str] | None:
     """
 
 
+@hookspec(firstresult=True)
+def qhive_cluster_config(name: str, config: Config) -> Config | None:
+    """The config of another cluster of the project, to send it a task.
+
+    The pipeline asks when a follow-up task (the next link of a chain) is
+    routed to a cluster other than its own with the ``cluster`` option. The
+    Django integration answers from ``Q_CLUSTER["ALT_CLUSTERS"]``.
+
+    :param name: the cluster wanted (a key of ``ALT_CLUSTERS`` or the root's name).
+    :param config: the config of the asking pipeline.
+    :return: that cluster's :class:`qhive.config.Config`, or ``None`` if this
+        plugin does not know it. *firstresult*.
+    """
+
+
 # --------------------------------------------------------------------------- enqueue
 
 

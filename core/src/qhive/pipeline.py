@@ -2,10 +2,17 @@
 goes through, from enqueue to a saved result.
 
 enqueue: task dict -> ``qhive_pre_enqueue`` -> serializer -> zlib? -> signer -> broker
-execute: broker -> verify -> decompress -> deserialize -> run -> result store -> hooks -> ack
+execute: broker -> verify -> decompress -> deserialize -> run -> result store
+         -> follow-ups (next chain link, iter collation) -> hooks -> ack
 
 The cluster runs these steps across processes; :meth:`Pipeline.drain` runs them
 in the calling process (the core demo and tests).
+
+Follow-ups happen when a task's outcome is final: it succeeded, or it failed
+and will not be delivered again (acknowledged by ``ack_failures`` /
+``max_attempts``, or its broker has no receipts). They run after the result is
+saved and before the message is acknowledged, so a crash in between repeats
+them; their ids are derived from the task's id, so a repeat adds no result.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import dataclasses
 import datetime as dt
 import logging
 import traceback
+from collections import defaultdict
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
@@ -22,9 +30,13 @@ from qhive.codec import TaskCodec, build_codec
 from qhive.config import Config
 from qhive.contracts import Broker, Message, Reporter, ResultStore, TaskResult
 from qhive.drivers import build_driver
-from qhive.errors import BadSignature, SerializationError
+from qhive.errors import BadSignature, ConfigError, SerializationError
+from qhive.naming import humanize
 from qhive.plugins import QhivePluginManager, get_plugin_manager, hookimpl
-from qhive.task import func_name, new_task, resolve_func
+from qhive.task import derived_id, func_name, new_task, resolve_func
+
+#: The result store that ``cached=True`` / ``cached=<seconds>`` results go to.
+CACHE_STORE = "cache"
 
 logger = logging.getLogger("qhive")
 
@@ -47,6 +59,8 @@ class Pipeline:
         self.config = config
         self.pm = plugin_manager or get_plugin_manager(config)
         self._registered: list[Any] = []
+        self._cache_stores: dict[int | None, ResultStore] = {}
+        self._routes: dict[str, Pipeline] = {}
         self.pm.hook.qhive_configure.call_historic(kwargs={"config": config})
 
     # -- drivers
@@ -76,6 +90,37 @@ class Pipeline:
         return self._build("result_store", c.result_store, c.result_store_options,
                            "result_store_options")
 
+    def cache_store(self, cached: bool | int = True) -> ResultStore:
+        """The store of cached results, keeping them ``cached`` seconds (``True``: until
+        the cache evicts them). One instance per distinct timeout."""
+        timeout = None if cached is True else int(cached)
+        store = self._cache_stores.get(timeout)
+        if store is None:
+            store = self._build("result_store", CACHE_STORE, {"timeout": timeout}, "cached")
+            self._cache_stores[timeout] = store
+        return store
+
+    def store_for(self, task: dict[str, Any]) -> ResultStore:
+        """Where the result of ``task`` goes: the cache store when it is ``cached``."""
+        cached = task.get("cached")
+        return self.cache_store(cached) if cached else self.result_store
+
+    def route(self, cluster: str | None) -> Pipeline:
+        """The pipeline of ``cluster`` (this one for ``None`` or its own name), to send
+        it follow-up tasks; other clusters' configs come from ``qhive_cluster_config``."""
+        if cluster is None or cluster == self.config.cluster_name:
+            return self
+        pipeline = self._routes.get(cluster)
+        if pipeline is None:
+            config = self.pm.hook.qhive_cluster_config(name=cluster, config=self.config)
+            if config is None:
+                raise ConfigError(
+                    f"cannot send a task to cluster {cluster!r}: no plugin knows its config "
+                    f"(under Django, qhive_django reads Q_CLUSTER['ALT_CLUSTERS'])",
+                    key="ALT_CLUSTERS")
+            pipeline = self._routes[cluster] = Pipeline(config, plugin_manager=self.pm)
+        return pipeline
+
     @cached_property
     def codec(self) -> TaskCodec:
         return build_codec(self.config, self.pm.driver_registry)
@@ -95,6 +140,12 @@ class Pipeline:
         for name in ("broker", "result_store"):
             if name in self.__dict__:
                 self.__dict__[name].close()
+        for store in self._cache_stores.values():
+            store.close()
+        self._cache_stores.clear()
+        for pipeline in self._routes.values():
+            pipeline.close()
+        self._routes.clear()
         for plugin in self._registered:
             self.pm.unregister(plugin)
         self._registered.clear()
@@ -108,10 +159,24 @@ class Pipeline:
         **options: Any,
     ) -> str:
         """Send a task; return its id. ``options``: task_name, hook, group, timeout, ..."""
-        task = new_task(func, args, kwargs, **options)
+        return self.send(new_task(func, args, kwargs, **options))
+
+    def send(self, task: dict[str, Any], broker: Broker | None = None) -> str:
+        """``qhive_pre_enqueue``, then a task package to ``broker`` (default: this
+        cluster's) — or, for a ``sync`` task, run here and now; return its id."""
         self.pm.hook.qhive_pre_enqueue(task=task)
-        self.pm.hook.qhive_enqueue(task=task, broker=self.broker, codec=self.codec)
+        if task.get("sync"):
+            self.run_sync(task)
+        else:
+            self.pm.hook.qhive_enqueue(task=task, broker=broker or self.broker, codec=self.codec)
         return task["id"]
+
+    def run_sync(self, task: dict[str, Any]) -> tuple[TaskResult, BaseException | None]:
+        """Run a ``sync`` task in this process, as a worker would receive it: through
+        the codec, so what cannot travel fails here too."""
+        task = self.codec.decode(self.codec.encode(task))
+        task.setdefault("cluster", self.config.cluster_name)
+        return self.run_here(task)
 
     # -- execute
     def execute(self, task: dict[str, Any]) -> tuple[TaskResult, BaseException | None]:
@@ -144,34 +209,49 @@ class Pipeline:
             hook=task.get("hook") if isinstance(task.get("hook"), str) else None,
             group=task.get("group"),
             cluster=task.get("cluster", self.config.cluster_name),
+            pinned=bool(task.get("iter_count")),
         )
 
     def settle(self, done: list[Done]) -> list[TaskResult]:
-        """Save a batch of finished tasks, run their hooks and settle their messages.
+        """Save a batch of finished tasks, run their follow-ups and hooks, and settle
+        their messages.
 
         A message is acknowledged when its task succeeded, when failures are
         acknowledged (``ack_failures`` / ``ack_failure``), or when its attempts
         (counted by the store across redeliveries, or by the broker) reach
         ``max_attempts``; otherwise the broker delivers it again after ``retry``.
+        A message whose follow-up could not be sent is not acknowledged: it comes
+        back, runs again and sends the follow-up then.
         """
-        keep = [d.result for d in done if self._keep(d.task, d.result)]
-        saved = {r.id: r for r in self.result_store.save_many(keep)} if keep else {}
-        settled, acks = [], []
+        by_store: dict[int, tuple[ResultStore, list[TaskResult]]] = {}
         for d in done:
-            stored = saved.get(d.result.id, d.result)
-            if d.result.success:
+            store = self.store_for(d.task)
+            if self._keep(d.task, d.result, store):
+                by_store.setdefault(id(store), (store, []))[1].append(d.result)
+        saved = {r.id: r for store, results in by_store.values()
+                 for r in store.save_many(results)}
+        settled = [saved.get(d.result.id, d.result) for d in done]
+        acked = [d.ack_id is not None and self._should_ack(d, stored)
+                 for d, stored in zip(done, settled, strict=True)]
+        # Final: this outcome stays (a failure that is not acknowledged comes back).
+        redelivers = self.broker.capabilities.receipts
+        final = [(d, stored) for d, stored, ack in zip(done, settled, acked, strict=True)
+                 if ack or stored.success or d.ack_id is None or not redelivers]
+        failed_follow_ups = self._follow_up(final)
+        for d, stored in zip(done, settled, strict=True):
+            if stored.success:
                 self.pm.hook.qhive_task_succeeded(result=stored)
             else:
                 self.pm.hook.qhive_task_failed(result=stored, error=d.error)
-            if d.ack_id is not None and self._should_ack(d, stored):
-                acks.append(d.ack_id)
-            settled.append(stored)
+        acks = [d.ack_id for d, ack in zip(done, acked, strict=True)
+                if ack and id(d) not in failed_follow_ups]
         if acks:
             self.broker.acknowledge_many(acks)
         return settled
 
-    def _keep(self, task: dict[str, Any], result: TaskResult) -> bool:
-        return not result.success or task.get("save", self.config.save_limit >= 0)
+    def _keep(self, task: dict[str, Any], result: TaskResult, store: ResultStore) -> bool:
+        keeps = self.config.save_limit >= 0 or not store.applies_save_limit
+        return not result.success or result.pinned or task.get("save", keeps)
 
     def _should_ack(self, done: Done, stored: TaskResult) -> bool:
         if stored.success or done.task.get("ack_failure", self.config.ack_failures):
@@ -179,6 +259,77 @@ class Pipeline:
         limit = self.config.max_attempts
         attempts = max(stored.attempt_count, done.deliveries or 0)
         return bool(limit) and attempts >= limit
+
+    # -- follow-ups: chains and iters
+
+    def _follow_up(self, final: list[tuple[Done, TaskResult]]) -> set[int]:
+        """Send the next link of finished chain links and collate finished iters;
+        return the ``id()`` of the items whose follow-up failed."""
+        failed: set[int] = set()
+        iters: dict[str, list[Done]] = defaultdict(list)
+        for d, stored in final:
+            try:
+                if d.task.get("chain"):
+                    self._next_link(d.task, stored)
+            except Exception:
+                logger.exception("task %s (%s): could not send the next link of its chain; "
+                                 "it is not acknowledged and runs again after 'retry'",
+                                 d.task.get("id"), d.task.get("name"))
+                failed.add(id(d))
+            if d.task.get("iter_count") and d.task.get("group"):
+                iters[d.task["group"]].append(d)
+        for group, parts in iters.items():
+            try:
+                self._collate(group, parts[-1].task)
+            except Exception:
+                logger.exception("async_iter %s: collating its results failed; its last parts "
+                                 "are not acknowledged and run again after 'retry'", group)
+                failed.update(id(d) for d in parts)
+        return failed
+
+    def _next_link(self, task: dict[str, Any], stored: TaskResult) -> None:
+        """Send the chain's next link. It runs whether this link succeeded or failed,
+        once this link's outcome is final, in the chain's group (as in Django Q2;
+        but also when this link's result was not saved)."""
+        link, rest = task["chain"][0], list(task["chain"][1:])
+        options = dict(link.get("options", {}))
+        target = self.route(options.pop("cluster", None))
+        follow = {key: task[key] for key in ("group", "cached", "sync") if task.get(key)}
+        if rest:
+            follow["chain"] = rest
+        nxt = new_task(link["func"], tuple(link.get("args", ())), dict(link.get("kwargs", {})),
+                       task_id=derived_id(task["id"], "next"), **options, **follow)
+        target.send(nxt)
+        logger.debug("chain %s: link %s done, sent %s", task.get("group"), stored.name,
+                     nxt["name"])
+
+    def _collate(self, group: str, task: dict[str, Any]) -> None:
+        """When every part of the iter ``group`` has a result, save one result with
+        id ``group``: the parts' results in the order of the arguments."""
+        parts_store = self.store_for(task)
+        iter_cached = task.get("iter_cached")
+        target = self.cache_store(iter_cached) if iter_cached else self.result_store
+        count = int(task["iter_count"])
+        if target.get(group) is not None:  # collated before: these are redeliveries
+            parts_store.delete_group(group)
+            return
+        if parts_store.count_group(group) < count:
+            return
+        index = {derived_id(group, f"part-{i}"): i for i in range(count)}
+        parts = sorted((p for p in parts_store.get_group(group, failures=True) if p.id in index),
+                       key=lambda p: index[p.id])
+        if len(parts) < count:
+            return
+        collated = TaskResult(
+            id=group, name=humanize(group), func=parts[0].func,
+            started=min(p.started for p in parts), stopped=dt.datetime.now(dt.UTC),
+            success=all(p.success for p in parts), result=[p.result for p in parts],
+            args=tuple(p.args for p in parts), kwargs=dict(parts[0].kwargs),
+            cluster=self.config.cluster_name,
+        )
+        target.save(collated)
+        parts_store.delete_group(group)
+        logger.info("async_iter %s: collated %d results", group, count)
 
     def decode(self, message: Message) -> dict[str, Any] | None:
         """The task in ``message``, or None after failing a package that does not verify."""

@@ -1,11 +1,17 @@
-"""Task packages: the dict that travels from ``async_task`` to a worker."""
+"""Task packages: the dict that travels from ``async_task`` to a worker.
+
+Also what the pipeline needs to build follow-up tasks by itself (the next link
+of a chain, the parts of an ``async_iter``): the option keywords of
+``async_task``, chain links, and ids derived from other ids.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import importlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from qhive.errors import TaskFunctionNotFound
@@ -67,17 +73,88 @@ def resolve_func(ref: Callable[..., Any] | str) -> Callable[..., Any]:
     raise TaskFunctionNotFound(f"task function {ref!r} does not exist: no module {parts[0]!r}")
 
 
+#: Keywords of ``async_task`` that are options, never arguments of the task
+#: function (unless given in ``q_options``).
+OPTION_KEYS = (
+    "hook", "group", "save", "sync", "cached", "ack_failure", "iter_count", "iter_cached",
+    "chain", "broker", "cluster", "timeout", "task_name",
+)
+
+#: Namespace of the ids qhive derives from other ids (chain links, iter parts).
+_DERIVED = uuid.UUID("6b1f3c52-8f0e-4d5e-9a57-0f7d2b3c9e11")
+
+
+def split_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(options, function kwargs)`` by Django Q2's rule: an option named in a
+    non-empty ``q_options`` comes from there and a same-named keyword stays the
+    function's; every other option keyword is taken out of ``kwargs``."""
+    kwargs = dict(kwargs)
+    q_options = kwargs.pop("q_options", None) or {}
+    if not isinstance(q_options, Mapping):
+        raise TypeError(f"q_options must be a dict of options, got {q_options!r}")
+    unknown = [key for key in q_options if key not in OPTION_KEYS]
+    if unknown:
+        hint = difflib.get_close_matches(str(unknown[0]), OPTION_KEYS, n=1)
+        raise TypeError(f"unknown q_options key {unknown[0]!r}"
+                        + (f" — did you mean {hint[0]!r}?" if hint else
+                           f"; options are: {', '.join(OPTION_KEYS)}"))
+    options = {}
+    for key in OPTION_KEYS:
+        if key in q_options:
+            options[key] = q_options[key]
+        elif key in kwargs:
+            options[key] = kwargs.pop(key)
+    return options, kwargs
+
+
+def chain_link(item: Any) -> dict[str, Any]:
+    """One element of ``async_chain``'s list — ``func``, ``(func,)``, ``(func, args)``
+    or ``(func, args, kwargs)`` — as the plain dict that travels in the package.
+
+    ``kwargs`` may hold ``async_task`` options (``q_options`` too); ``cluster``
+    routes that link. ``group``, ``cached`` and ``sync`` belong to the whole chain.
+    """
+    if callable(item) or isinstance(item, str):
+        item = (item,)
+    if not isinstance(item, (tuple, list)) or not 1 <= len(item) <= 3:
+        raise TypeError(f"a chain link is func, (func,), (func, args) or (func, args, kwargs); "
+                        f"got {item!r}")
+    func, args, kwargs = (*item, *((), {})[len(item) - 1 :])
+    if not (callable(func) or (isinstance(func, str) and func)):
+        raise TypeError(f"a chain link needs a callable or a dotted path, got {func!r}")
+    if not isinstance(args, (tuple, list)):
+        args = (args,)
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"the kwargs of chain link {func_name(func)!r} must be a dict, "
+                        f"got {kwargs!r}")
+    options, kwargs = split_options(kwargs)
+    for key in ("group", "cached", "sync", "chain", "broker", "iter_count", "iter_cached"):
+        if options.pop(key, None) is not None:
+            raise TypeError(f"chain link {func_name(func)!r}: {key!r} is set for the whole "
+                            f"chain (async_chain's arguments), not per link")
+    if callable(options.get("hook")):
+        options["hook"] = func_ref(options["hook"])
+    return {"func": func_ref(func), "args": tuple(args), "kwargs": kwargs, "options": options}
+
+
+def derived_id(parent: str, what: str) -> str:
+    """A task id made from another one: the same inputs give the same id, so a
+    follow-up enqueued twice (its parent was redelivered) still has one result."""
+    return uuid.uuid5(_DERIVED, f"{parent}:{what}").hex
+
+
 def new_task(
     func: Callable[..., Any] | str,
     args: tuple = (),
     kwargs: dict[str, Any] | None = None,
     *,
     task_name: str | None = None,
+    task_id: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Build a task package. ``options`` (hook, group, timeout, ...) ride along as
     given: ``timeout=None`` means no timeout, whatever the cluster's default."""
-    task_id = uuid.uuid4().hex
+    task_id = task_id or uuid.uuid4().hex
     task = {
         "id": task_id,
         "name": task_name or humanize(task_id),

@@ -69,6 +69,14 @@ def qhive_post_execute(task: dict[str, Any], result: TaskResult) -> None:
 
 
 @hookimpl
+def qhive_cluster_config(name: str) -> Any:
+    # Follow-ups routed to another cluster (a chain link's ``cluster``): ALT_CLUSTERS.
+    from qhive_django.conf import get_config
+
+    return get_config(name)
+
+
+@hookimpl
 def qhive_worker_spawned(name: str) -> None:
     for receiver, error in post_spawn.send_robust(sender=SENDER, proc_name=name):
         if isinstance(error, Exception):

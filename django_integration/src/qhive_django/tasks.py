@@ -1,11 +1,13 @@
-"""The task API of Django Q2: ``async_task``, ``result``, ``fetch``, ``queue_size``, ``AsyncTask``.
+"""The task API of Django Q2: ``async_task``, results, groups, ``async_iter``,
+``async_chain``, cached results and the ``AsyncTask`` / ``Iter`` / ``Chain`` classes.
 
 Differences from Django Q2, on purpose:
 
 * ``sync`` runs the task through the signing codec, executes it, *saves* the
   result (failures too) and runs the hooks, then re-raises the task's exception
   to the caller (Django Q2 propagates it but keeps no failure). The exception
-  carries a note with the task id.
+  carries a note with the task id. ``async_iter`` and ``async_chain`` in sync
+  mode run every part or link and raise nothing: failures are saved.
 * ``timeout`` may be a float; ``timeout=None`` given explicitly means "no
   timeout for this task"; anything else is a ``ValueError`` at enqueue time.
 * ``task_name`` follows the ``q_options`` rule like every other option (Django
@@ -14,44 +16,53 @@ Differences from Django Q2, on purpose:
 * ``result`` / ``fetch`` find a task that returned ``None``, and wait with a
   backoff (5 ms doubling up to 250 ms) instead of querying every 10 ms.
 * A 32-hex-digit ``task_id`` is looked up as an id only; anything else as a name.
+* Cached results are keyed by the project ``name``, so ``result(id, cached=True)``
+  finds the result of a task routed to any cluster (Django Q2 looks under the
+  default cluster only). Group membership in the cache is kept without a
+  read-modify-write of a list (see ``qhive_store_cache``).
+* ``async_iter`` works with any result store: parts go where the task's results
+  go (the cache only with ``cached``), are kept whatever ``save_limit`` says,
+  and are collated *in the order of the arguments* once each has a result.
+  Function keyword arguments reach every part, also next to ``q_options``.
+* A chain goes on when a link was not saved (``save=False``, ``save_limit=-1``;
+  Django Q2 stops there). The next link runs once a link's outcome is final:
+  at once after a success; after a failure once it is not delivered again
+  (``ack_failures``, ``max_attempts`` reached, or a broker without receipts) —
+  so with the defaults (a failing task is retried) a chain waits for its
+  failing link's retries. Links run in the cluster that ran the previous one
+  unless a link names another with ``cluster``.
 """
 
 from __future__ import annotations
 
-import difflib
+import datetime as dt
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from qhive.contracts import Broker, ResultStore, TaskResult
-from qhive.pipeline import Pipeline
-from qhive.task import func_ref, new_task
+from qhive.naming import humanize
+from qhive.task import OPTION_KEYS, chain_link, derived_id, func_name, func_ref, new_task
+from qhive.task import split_options as split_options
 
 from qhive_django.conf import get_config, get_pipeline
 
-__all__ = ["OPTION_KEYS", "AsyncTask", "async_task", "fetch", "queue_size", "result"]
+__all__ = [
+    "OPTION_KEYS", "AsyncTask", "Chain", "Iter", "async_chain", "async_iter", "async_task",
+    "count_group", "delete_cached", "delete_group", "fetch", "fetch_group", "queue_size",
+    "result", "result_group",
+]
 
 logger = logging.getLogger("qhive")
 
-#: Keywords of ``async_task`` that are options, never arguments of the task
-#: function (unless given in ``q_options``).
-OPTION_KEYS = (
-    "hook", "group", "save", "sync", "cached", "ack_failure", "iter_count", "iter_cached",
-    "chain", "broker", "cluster", "timeout", "task_name",
-)
-# The options of async_chain / async_iter and cached results: not yet in qhive.
-_NOT_YET = {
-    "cached": "cached results (the 'cached' option and Q_CLUSTER['cached'])",
-    "chain": "chains (async_chain)",
-    "iter_count": "async_iter",
-    "iter_cached": "async_iter",
-}
 _TASK_ID = re.compile(r"[0-9a-f]{32}")
 #: The ORM result store's Django app; its results are fetched as ``Task`` rows.
 ORM_STORE_APP = "qhive_store_orm"
+#: Options only async_iter / async_chain set.
+_INTERNAL = {"iter_count": "async_iter", "iter_cached": "async_iter"}
 
 
 # --------------------------------------------------------------------------- enqueue
@@ -65,67 +76,55 @@ def async_task(func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> str
     ``cluster`` routes to that cluster's queue; ``broker`` (a qhive
     :class:`~qhive.contracts.Broker`) wins over it. ``sync`` (or
     ``Q_CLUSTER['sync']``) runs the task here and now: see the module docstring.
+    ``cached`` (``True`` or seconds; default ``Q_CLUSTER['cached']``) sends the
+    result to the cache instead of the result store.
     """
+    options, kwargs = split_options(kwargs)
+    for key, owner in _INTERNAL.items():
+        if options.get(key) is not None:
+            raise TypeError(f"the {key!r} option is set by {owner}(); call {owner}() instead")
+    if options.get("chain") is not None:
+        options["chain"] = [chain_link(link) for link in options["chain"]]
+    return _submit(func, args, kwargs, options)
+
+
+def _submit(func: Callable[..., Any] | str, args: tuple, kwargs: dict[str, Any],
+            options: dict[str, Any], *, task_id: str | None = None,
+            raise_errors: bool = True) -> str:
+    """Validate ``options``, build the package and send it (or run it, ``sync``)."""
     if not (callable(func) or (isinstance(func, str) and func)):
         raise TypeError(f"async_task needs a callable or a dotted path, got {func!r}")
-    options, kwargs = split_options(kwargs)
+    options = dict(options)
     broker = options.pop("broker", None)
     if broker is not None and not isinstance(broker, Broker):
         raise TypeError(f"async_task(broker=...) takes a qhive Broker, got {broker!r}")
     pipeline = get_pipeline(options.pop("cluster", None))
+    config = pipeline.config
     sync = options.pop("sync", None)
-    sync = pipeline.config.sync if sync is None else bool(sync)
-    _refuse_not_yet(options, pipeline.config.cached)
+    sync = config.sync if sync is None else bool(sync)
+    if options.get("cached") is None:
+        options["cached"] = config.cached
     # None means "not given", except for timeout where it means "no timeout".
-    options = {k: v for k, v in options.items() if v is not None or k == "timeout"}
+    options = {k: v for k, v in options.items()
+               if (v is not None or k == "timeout") and not (k == "cached" and v is False)}
     _check_options(options)
     if callable(options.get("hook")):
         options["hook"] = func_ref(options["hook"])  # a dotted path works in every process
 
-    task = new_task(func, args, kwargs, **options)
-    if sync:
-        task["sync"] = True
+    task = new_task(func, args, kwargs, task_id=task_id, **options)
+    if not sync:
+        pipeline.send(task, broker=broker)
+        logger.debug("enqueued task %s (%s) on queue %r", task["id"], task["name"],
+                     (broker or pipeline.broker).queue)
+        return task["id"]
+    task["sync"] = True
     pipeline.pm.hook.qhive_pre_enqueue(task=task)
-    if sync:
-        return _run_sync(pipeline, task)
-    target = broker or pipeline.broker
-    pipeline.pm.hook.qhive_enqueue(task=task, broker=target, codec=pipeline.codec)
-    logger.debug("enqueued task %s (%s) on queue %r", task["id"], task["name"], target.queue)
+    _stored, error = pipeline.run_sync(task)
+    if error is not None and raise_errors:
+        error.add_note(f"raised by qhive task {task['id']} ({task['name']}) run with sync=True; "
+                       f"its failure was saved")
+        raise error
     return task["id"]
-
-
-def split_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(options, function kwargs)`` by Django Q2's rule: an option named in a
-    non-empty ``q_options`` comes from there and a same-named keyword stays the
-    function's; every other option keyword is taken out of ``kwargs``."""
-    kwargs = dict(kwargs)
-    q_options = kwargs.pop("q_options", None) or {}
-    if not isinstance(q_options, Mapping):
-        raise TypeError(f"q_options must be a dict of options, got {q_options!r}")
-    unknown = [key for key in q_options if key not in OPTION_KEYS]
-    if unknown:
-        hint = difflib.get_close_matches(str(unknown[0]), OPTION_KEYS, n=1)
-        raise TypeError(f"unknown q_options key {unknown[0]!r}"
-                        + (f" — did you mean {hint[0]!r}?" if hint else
-                           f"; options are: {', '.join(OPTION_KEYS)}"))
-    options = {}
-    for key in OPTION_KEYS:
-        if key in q_options:
-            options[key] = q_options[key]
-        elif key in kwargs:
-            options[key] = kwargs.pop(key)
-    return options, kwargs
-
-
-def _refuse_not_yet(options: dict[str, Any], cached_default: Any) -> None:
-    if options.get("cached", cached_default):
-        raise NotImplementedError(f"{_NOT_YET['cached']} are not available in qhive yet; "
-                                  "results go to the result store")
-    for key in ("chain", "iter_count", "iter_cached"):
-        if options.get(key) is not None:
-            raise NotImplementedError(f"the {key!r} option belongs to {_NOT_YET[key]}, "
-                                      "which is not available in qhive yet")
-    options.pop("cached", None)
 
 
 def _check_options(options: dict[str, Any]) -> None:
@@ -137,18 +136,11 @@ def _check_options(options: dict[str, Any]) -> None:
     hook = options.get("hook")
     if hook is not None and not (callable(hook) or isinstance(hook, str)):
         raise TypeError(f"async_task(hook=...) must be a callable or a dotted path, got {hook!r}")
-
-
-def _run_sync(pipeline: Pipeline, task: dict[str, Any]) -> str:
-    # Through the codec as a worker would receive it: what cannot travel fails here too.
-    task = pipeline.codec.decode(pipeline.codec.encode(task))
-    task.setdefault("cluster", pipeline.config.cluster_name)
-    _stored, error = pipeline.run_here(task)
-    if error is not None:
-        error.add_note(f"raised by qhive task {task['id']} ({task['name']}) run with sync=True; "
-                       f"its failure was saved")
-        raise error
-    return task["id"]
+    for key in ("cached", "iter_cached"):
+        value = options.get(key)
+        if value is not None and not (value is True or (type(value) is int and value > 0)):
+            raise ValueError(f"async_task({key}=...) must be True, False or a number of "
+                             f"seconds > 0, got {value!r}")
 
 
 def queue_size(cluster: str | Broker | None = None, *, broker: Broker | None = None) -> int:
@@ -158,6 +150,61 @@ def queue_size(cluster: str | Broker | None = None, *, broker: Broker | None = N
     return (broker or get_pipeline(cluster).broker).queue_size()
 
 
+# --------------------------------------------------------------------------- iter and chain
+
+
+def async_iter(func: Callable[..., Any] | str, args_iter: Iterable[Any], **kwargs: Any) -> str:
+    """Queue ``func`` once per element of ``args_iter`` and return the id under which
+    the collated result — a list of every part's result, in the order of
+    ``args_iter`` — appears once all parts have run: ``result(id)``.
+
+    A non-tuple element is one positional argument. Takes the options of
+    :func:`async_task` except ``hook``; ``cached`` keeps the parts *and* the
+    collated result in the cache; the parts form the group ``id``.
+    """
+    options, kwargs = split_options(kwargs)
+    options.pop("hook", None)  # as in Django Q: an iter has no per-part hook
+    for key in ("chain", "iter_count", "iter_cached", "group"):
+        if options.pop(key, None) is not None:
+            raise TypeError(f"async_iter() sets {key!r} itself")
+    arguments = [a if isinstance(a, tuple) else (a,) for a in args_iter]
+    config = get_config(options.get("cluster"))
+    cached = options.get("cached")
+    cached = config.cached if cached is None else cached
+    group = uuid.uuid4().hex
+    if not arguments:  # nothing to wait for: the collated result is the empty list
+        pipeline = get_pipeline(options.get("cluster"))
+        now = dt.datetime.now(dt.UTC)
+        store = pipeline.cache_store(cached) if cached else pipeline.result_store
+        store.save(TaskResult(id=group, name=humanize(group), func=func_name(func), started=now,
+                              stopped=now, success=True, result=[], cluster=config.cluster_name))
+        return group
+    options.update(group=group, iter_count=len(arguments), cached=cached or None,
+                   iter_cached=cached or None)
+    for index, args in enumerate(arguments):
+        _submit(func, args, kwargs, options, task_id=derived_id(group, f"part-{index}"),
+                raise_errors=False)
+    return group
+
+
+def async_chain(chain: Iterable[Any], group: str | None = None, cached: bool | int | None = None,
+                sync: bool | None = None, broker: Broker | None = None) -> str:
+    """Queue the links of ``chain`` to run one after the other; return the chain's
+    group id. A link is ``func``, ``(func,)``, ``(func, args)`` or ``(func, args,
+    kwargs)``; ``kwargs`` may hold ``async_task`` options (``cluster`` to route a
+    link). ``chain`` itself is not changed. See the module docstring for failures.
+    """
+    links = [chain_link(item) for item in chain]
+    if not links:
+        raise ValueError("async_chain() needs at least one link")
+    first, rest = links[0], links[1:]
+    group = group or uuid.uuid4().hex
+    options = {**first["options"], "group": group, "cached": cached, "sync": sync,
+               "broker": broker, "chain": rest or None}
+    _submit(first["func"], first["args"], first["kwargs"], options, raise_errors=False)
+    return group
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -165,55 +212,139 @@ def result(task_id: str | uuid.UUID, wait: float = 0, cached: bool | None = None
            cluster: str | None = None) -> Any:
     """The result of a task by id or name: its return value, or the error text of a
     failure; ``None`` if not done. ``wait``: milliseconds to wait, ``-1`` for ever."""
-    found = _wait_for(_lookup(task_id, cached, cluster), wait)
+    found = _poll(_lookup(task_id, _store(cached, cluster)), _deadline(wait))
     return found.result if found is not None else None
 
 
 def fetch(task_id: str | uuid.UUID, wait: float = 0, cached: bool | None = None, *,
           cluster: str | None = None) -> Any:
-    """The executed task by id or name, or ``None``: a ``Task`` row with the ORM
-    result store, else a :class:`qhive.contracts.TaskResult`. ``wait`` as in :func:`result`."""
+    """The executed task by id or name, or ``None``: a ``Task`` (a saved row with the
+    ORM result store; an unsaved one — ``save()`` keeps it — from other stores)
+    when ``qhive_store_orm`` is installed, else a :class:`qhive.contracts.TaskResult`.
+    ``wait`` as in :func:`result`."""
     store = _store(cached, cluster)
-    found = _wait_for(_lookup(task_id, cached, cluster, store), wait)
+    found = _poll(_lookup(task_id, store), _deadline(wait))
     return as_task(store, found) if found is not None else None
 
 
+def delete_cached(task_id: str | uuid.UUID, broker: Broker | None = None, *,
+                  cluster: str | None = None) -> bool:
+    """Remove a cached result; True if there was one. (``broker`` is accepted for
+    Django Q2's signature; cached results are kept per project, not per queue.)"""
+    key = task_id.hex if isinstance(task_id, uuid.UUID) else str(task_id)
+    return get_pipeline(cluster).cache_store().delete(key)
+
+
+def result_group(group_id: str, failures: bool = False, wait: float = 0,
+                 count: int | None = None, cached: bool | None = None, *,
+                 cluster: str | None = None) -> list[Any] | None:
+    """The results of a group, last finished first; successes only unless
+    ``failures``; ``None`` while it has none. With ``count``, first wait until the
+    group has that many results (failures included) — for ever when ``wait`` is
+    not positive, as in Django Q2."""
+    found = _group(_store(cached, cluster), group_id, failures, wait, count)
+    return [r.result for r in found] if found else None
+
+
+def fetch_group(group_id: str, failures: bool = True, wait: float = 0,
+                count: int | None = None, cached: bool | None = None, *,
+                cluster: str | None = None) -> Any:
+    """The tasks of a group (see :func:`fetch` for what they are), last finished
+    first; failures too unless ``failures`` is False; ``None`` while it has none.
+    ``wait`` and ``count`` as in :func:`result_group`."""
+    store = _store(cached, cluster)
+    found = _group(store, group_id, failures, wait, count)
+    if not found:
+        return None
+    if _is_orm_store(store):  # Django Q2 gives a QuerySet of Task rows
+        from qhive_store_orm.models import Task
+
+        rows = Task.objects.using(store.alias).filter(group=group_id)
+        return rows if failures else rows.filter(success=True)
+    return [as_task(store, r) for r in found]
+
+
+def count_group(group_id: str, failures: bool = False, cached: bool | None = None, *,
+                cluster: str | None = None) -> int:
+    """How many tasks of a group have a result (failures included); with
+    ``failures`` only the failed ones."""
+    return _store(cached, cluster).count_group(group_id, failures=failures)
+
+
+def delete_group(group_id: str, tasks: bool = False, cached: bool | None = None, *,
+                 cluster: str | None = None) -> Any:
+    """Forget a group. With the ORM result store: ``tasks=False`` only clears the
+    tasks' group label (returns how many), ``tasks=True`` deletes them (returns
+    what ``QuerySet.delete()`` returns). Other stores keep no label apart from the
+    result, so they delete the group's results and return how many (as Django Q2
+    does for cached results)."""
+    store = _store(cached, cluster)
+    if _is_orm_store(store):
+        from qhive_store_orm.models import Task
+
+        group = Task.objects.using(store.alias).filter(group=group_id)
+        return group.delete() if tasks else group.update(group=None)
+    return store.delete_group(group_id)
+
+
 def as_task(store: ResultStore, found: TaskResult) -> Any:
-    """``found`` as the ORM store's ``Task`` row when ``store`` is that store, else itself."""
-    app = getattr(store, "django_app", None) or type(store).__module__.partition(".")[0]
-    if app != ORM_STORE_APP:
+    """``found`` as a ``Task``: the saved row with the ORM result store, an unsaved
+    instance with other stores (when ``qhive_store_orm`` is installed), else itself."""
+    from django.apps import apps
+
+    if not apps.is_installed(ORM_STORE_APP):
         return found
     from qhive_store_orm.models import Task
 
-    alias = getattr(store, "alias", None)
-    rows = Task.objects.using(alias) if alias else Task.objects
-    return rows.filter(pk=found.id).first() or found  # not kept (save=False): the result
+    if not _is_orm_store(store):
+        return Task.from_result(found)
+    return Task.objects.using(store.alias).filter(pk=found.id).first() or found
+
+
+def _is_orm_store(store: ResultStore) -> bool:
+    app = getattr(store, "django_app", None) or type(store).__module__.partition(".")[0]
+    return app == ORM_STORE_APP
 
 
 def _store(cached: bool | None, cluster: str | None) -> ResultStore:
-    if cached if cached is not None else get_config(cluster).cached:
-        raise NotImplementedError(f"{_NOT_YET['cached']} are not available in qhive yet")
-    return get_pipeline(cluster).result_store
+    pipeline = get_pipeline(cluster)
+    if cached if cached is not None else pipeline.config.cached:
+        return pipeline.cache_store()
+    return pipeline.result_store
 
 
-def _lookup(task_id: str | uuid.UUID, cached: bool | None, cluster: str | None,
-            store: ResultStore | None = None) -> Callable[[], TaskResult | None]:
-    store = store or _store(cached, cluster)
+def _lookup(task_id: str | uuid.UUID, store: ResultStore) -> Callable[[], TaskResult | None]:
     key = task_id.hex if isinstance(task_id, uuid.UUID) else str(task_id)
     if _TASK_ID.fullmatch(key):
         return lambda: store.get(key)
     return lambda: store.get_by_name(key)
 
 
+def _group(store: ResultStore, group_id: str, failures: bool, wait: float,
+           count: int | None) -> list[TaskResult]:
+    deadline = _deadline(wait)
+    if count:
+        # Django Q2: with a count, a wait that is not positive means "until it is there".
+        enough = _poll(lambda: store.count_group(group_id) >= count or None,
+                       deadline if wait > 0 else None)
+        if not enough:
+            return []
+    return _poll(lambda: store.get_group(group_id, failures=failures) or None, deadline) or []
+
+
 #: Pauses between looks while waiting: short at first, then no more than 4 looks a second.
 FIRST_PAUSE, LONGEST_PAUSE = 0.005, 0.25
 
 
-def _wait_for(look: Callable[[], TaskResult | None], wait: float) -> TaskResult | None:
+def _deadline(wait: float) -> float | None:
+    """``wait`` milliseconds from now as a monotonic deadline; ``None``: for ever
+    (a negative wait); ``0``: look once."""
+    return None if wait < 0 else time.monotonic() + wait / 1000
+
+
+def _poll(look: Callable[[], Any], deadline: float | None) -> Any:
+    """``look()`` until it gives something other than None or ``deadline`` passes."""
     found = look()
-    if found is not None or not wait:
-        return found
-    deadline = None if wait < 0 else time.monotonic() + wait / 1000
     pause = FIRST_PAUSE
     while found is None:
         if deadline is not None:
@@ -227,9 +358,7 @@ def _wait_for(look: Callable[[], TaskResult | None], wait: float) -> TaskResult 
     return found
 
 
-# --------------------------------------------------------------------------- AsyncTask
-
-_GROUPS_NOT_YET = "group results are not available in qhive yet"
+# --------------------------------------------------------------------------- classes
 
 
 class _Option:
@@ -272,9 +401,13 @@ class AsyncTask:
         return q_options if isinstance(q_options, dict) else self.kwargs
 
     @property
+    def _cluster(self) -> str | None:
+        return self._options().get("cluster")
+
+    @property
     def cached(self) -> Any:
         value = self._options().get("cached")
-        return get_config(self._options().get("cluster")).cached if value is None else value
+        return get_config(self._cluster).cached if value is None else value
 
     @cached.setter
     def cached(self, value: Any) -> None:
@@ -288,20 +421,130 @@ class AsyncTask:
 
     def result(self, wait: float = 0) -> Any:
         if self.started:
-            return result(self.id, wait=wait, cached=self.cached,
-                          cluster=self._options().get("cluster"))
+            return result(self.id, wait=wait, cached=self.cached, cluster=self._cluster)
         return None
 
     def fetch(self, wait: float = 0) -> Any:
         if self.started:
-            return fetch(self.id, wait=wait, cached=self.cached,
-                         cluster=self._options().get("cluster"))
+            return fetch(self.id, wait=wait, cached=self.cached, cluster=self._cluster)
         return None
 
     def result_group(self, failures: bool = False, wait: float = 0,
                      count: int | None = None) -> Any:
-        raise NotImplementedError(_GROUPS_NOT_YET)
+        if self.started and self.group:
+            return result_group(self.group, failures=failures, wait=wait, count=count,
+                                cached=self.cached, cluster=self._cluster)
+        return None
 
     def fetch_group(self, failures: bool = True, wait: float = 0,
                     count: int | None = None) -> Any:
-        raise NotImplementedError(_GROUPS_NOT_YET)
+        if self.started and self.group:
+            return fetch_group(self.group, failures=failures, wait=wait, count=count,
+                               cached=self.cached, cluster=self._cluster)
+        return None
+
+
+class Iter:
+    """:func:`async_iter` as an object: :meth:`append` argument sets, :meth:`run`,
+    then :meth:`result` (the list of results, in the order of the arguments)."""
+
+    def __init__(self, func: Callable[..., Any] | str | None = None,
+                 args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
+                 cached: bool | int | None = None, sync: bool | None = None,
+                 broker: Broker | None = None) -> None:
+        self.func = func
+        self.args = list(args or [])
+        self.kwargs = dict(kwargs or {})
+        self.cached = cached
+        self.sync = sync
+        self.broker = broker
+        self.id = ""
+        self.started = False
+
+    def append(self, *args: Any) -> int:
+        """Add one set of arguments; return how many sets there are."""
+        self.args.append(args)
+        self.started = False
+        return self.length()
+
+    def run(self) -> str:
+        if self.func is None:
+            raise TypeError("Iter.run() needs a function: Iter(func, ...)")
+        options = {k: v for k, v in (("cached", self.cached), ("sync", self.sync),
+                                     ("broker", self.broker)) if v is not None}
+        self.id = async_iter(self.func, self.args, **self.kwargs, **options)
+        self.started = True
+        return self.id
+
+    def result(self, wait: float = 0) -> Any:
+        if self.started:
+            return result(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def fetch(self, wait: float = 0) -> Any:
+        if self.started:
+            return fetch(self.id, wait=wait, cached=self.cached)
+        return None
+
+    def length(self) -> int:
+        return len(self.args)
+
+
+class Chain:
+    """:func:`async_chain` as an object: :meth:`append` links, :meth:`run`, then
+    :meth:`result` (the results of the saved links, last first)."""
+
+    def __init__(self, chain: Iterable[Any] | None = None, group: str | None = None,
+                 cached: bool | int | None = None, sync: bool | None = None,
+                 broker: Broker | None = None) -> None:
+        self.chain = list(chain or [])
+        self.group = group or ""
+        self.cached = cached
+        self.sync = sync
+        self.broker = broker
+        self.started = False
+
+    def append(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> int:
+        """Add a link (the arguments of :func:`async_task`); return the chain's length.
+        After a run, the earlier results leave the group (as in Django Q2)."""
+        self.chain.append((func, args, kwargs))
+        if self.started:
+            delete_group(self.group, cached=self.cached)
+            self.started = False
+        return self.length()
+
+    def run(self) -> str:
+        self.group = async_chain(self.chain, group=self.group or None, cached=self.cached,
+                                 sync=self.sync, broker=self.broker)
+        self.started = True
+        return self.group
+
+    def result(self, wait: float = 0) -> Any:
+        """The results once every saved link has one (``wait`` as in :func:`result`)."""
+        if self.started:
+            return result_group(self.group, wait=wait, count=self._saved_links(),
+                                cached=self.cached)
+        return None
+
+    def fetch(self, failures: bool = True, wait: float = 0) -> Any:
+        if self.started:
+            return fetch_group(self.group, failures=failures, wait=wait,
+                               count=self._saved_links(), cached=self.cached)
+        return None
+
+    def current(self) -> int | None:
+        """How many links have finished (the index of the one running), or None."""
+        if self.started:
+            return count_group(self.group, cached=self.cached)
+        return None
+
+    def length(self) -> int:
+        return len(self.chain)
+
+    def _saved_links(self) -> int:
+        """Links whose result a group lookup will find (``save=False`` ones are not kept)."""
+        config = get_config()
+        cached = self.cached if self.cached is not None else config.cached
+        keeps = config.save_limit >= 0 or bool(cached)  # the cache keeps what it is given
+        links = [chain_link(item)["options"] for item in self.chain]
+        return sum(1 for options in links if options.get("save", keeps))

@@ -87,6 +87,12 @@ def ids(results: Iterable[TaskResult]) -> list[str]:
     return [r.id for r in results]
 
 
+def _applies_save_limit(store: ResultStore) -> None:
+    if not store.applies_save_limit:
+        pytest.skip(f"{type(store).__name__} keeps results until they expire "
+                    f"(applies_save_limit = False)")
+
+
 class ResultStoreContract:
     """The result store contract suite. Subclass as ``TestXxx``, define ``make_result_store``."""
 
@@ -253,8 +259,15 @@ class ResultStoreContract:
 
     # -- save_limit
 
+    def test_pinned_round_trip(self, store, results):
+        part = results.make(group=results.group(), pinned=True)
+        store.save(part)
+        assert store.get(part.id).pinned is True, "pinned must come back as saved"
+        assert store.get_group(part.group)[0].pinned is True
+
     def test_save_limit_keeps_the_newest_successes(self, store_factory, results):
         store = store_factory(save_limit=3)
+        _applies_save_limit(store)
         group = results.group()
         failures = [results.make(group=group, success=False) for _ in range(2)]  # the oldest
         successes = [results.make(group=group) for _ in range(5)]
@@ -268,14 +281,44 @@ class ResultStoreContract:
 
     def test_save_limit_minus_one_keeps_no_success(self, store_factory, results):
         store = store_factory(save_limit=-1)
+        _applies_save_limit(store)
         success, failure = results.make(), results.make(success=False)
         assert store.save(success) == success, "save() returns the result itself if not kept"
         store.save(failure)
         assert store.get(success.id) is None
         assert store.get(failure.id) == failure, "failures are always kept"
 
+    def test_pinned_results_are_kept_and_not_counted(self, store_factory, results):
+        store = store_factory(save_limit=2)
+        _applies_save_limit(store)
+        group = results.group()
+        pinned = [results.make(group=group, pinned=True) for _ in range(3)]  # the oldest
+        plain = [results.make(group=group) for _ in range(3)]
+        store.save_many(pinned)
+        for result in plain:
+            store.save(result)
+        assert all(store.get(r.id) == r for r in pinned), "pinned results are always kept"
+        assert [store.get(r.id) for r in plain] == [None, *plain[1:]], (
+            "save_limit=2 keeps the 2 newest unpinned successes; pinned ones do not count"
+        )
+        minus_one = store_factory(save_limit=-1)
+        part = results.make(pinned=True)
+        minus_one.save(part)
+        assert minus_one.get(part.id) == part, "save_limit=-1 keeps pinned results too"
+
+    def test_without_save_limit_every_success_is_kept(self, store_factory, results):
+        store = store_factory(save_limit=2)
+        if store.applies_save_limit:
+            pytest.skip(f"{type(store).__name__} applies save_limit")
+        made = [results.make() for _ in range(4)]
+        store.save_many(made)
+        assert [store.get(r.id) for r in made] == made, (
+            "a store with applies_save_limit=False keeps every result it is given"
+        )
+
     def test_save_limit_per_group(self, store_factory, results):
         store = store_factory(save_limit=2, save_limit_per="group")
+        _applies_save_limit(store)
         one, two = results.group(), results.group()
         made = {one: [], two: []}
         for _ in range(3):

@@ -303,7 +303,7 @@ class _Results:
             candidates = self.by_id
         successes = [
             r for r in (self.by_id[i] for i in candidates)
-            if r.success and (per != "func" or r.func == like.func)
+            if r.success and not r.pinned and (per != "func" or r.func == like.func)
         ]
         if len(successes) > limit:
             for old in self.newest_first(r.id for r in successes)[limit:]:
@@ -344,13 +344,13 @@ class MemoryResultStore(ResultStore):
                 if stored is not None and stored.success:
                     kept.append(stored)  # a success is final
                     continue
-                if new.success and limit < 0:
+                if new.success and limit < 0 and not new.pinned:
                     kept.append(None)  # successes are not kept
                     continue
                 if stored is not None:
                     new.attempt_count = stored.attempt_count + 1
                 store.put(new)
-                if new.success and limit > 0:
+                if new.success and limit > 0 and not new.pinned:
                     store.prune(limit, per, new)
                 kept.append(store.by_id.get(new.id))
             kept = copy.deepcopy(kept)

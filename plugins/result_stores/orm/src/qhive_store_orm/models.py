@@ -56,6 +56,8 @@ class Task(models.Model):
     stopped = models.DateTimeField(editable=False)
     success = models.BooleanField(default=True, editable=False)
     attempt_count = models.IntegerField(default=0)
+    #: A part of an unfinished async_iter: kept whatever save_limit says.
+    pinned = models.BooleanField(default=False, editable=False)
 
     class Meta:
         app_label = "qhive_store_orm"
@@ -157,7 +159,7 @@ class Task(models.Model):
             id=result.id, name=result.name, func=result.func, hook=result.hook,
             args=result.args, kwargs=result.kwargs, result=result.result, group=result.group,
             cluster=result.cluster, started=result.started, stopped=result.stopped,
-            success=result.success, attempt_count=result.attempt_count,
+            success=result.success, attempt_count=result.attempt_count, pinned=result.pinned,
         )
 
     def to_result(self) -> TaskResult:
@@ -168,7 +170,7 @@ class Task(models.Model):
             kwargs={} if self.kwargs is None else self.kwargs,
             result=self.result, group=self.group, cluster=self.cluster,
             started=_aware(self.started), stopped=_aware(self.stopped),
-            success=self.success, attempt_count=self.attempt_count,
+            success=self.success, attempt_count=self.attempt_count, pinned=self.pinned,
         )
 
     def time_taken(self) -> float:

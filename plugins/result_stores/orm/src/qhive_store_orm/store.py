@@ -72,7 +72,7 @@ logger = logging.getLogger("qhive.store.orm")
 #: How often a batch is redone after losing a race with another process.
 MAX_ATTEMPTS = 5
 #: Columns updated when a stored failure is replaced (as Django Q2 does, plus cluster).
-UPDATED = ("result", "success", "stopped", "cluster", "attempt_count")
+UPDATED = ("result", "success", "stopped", "cluster", "attempt_count", "pinned")
 #: Longest strings the columns take; longer ones are cut rather than losing the task.
 LIMITS = {"name": 100, "func": 256, "hook": 256, "group": 100, "cluster": 100}
 
@@ -273,7 +273,7 @@ class OrmResultStore(ResultStore):
             if stored_success:  # a success is final
                 answer.append(before if before is not None else _Stored(new.id))
                 continue
-            if new.success and limit < 0:  # successes are not kept; a stored failure stays
+            if new.success and limit < 0 and not new.pinned:  # successes are not kept
                 answer.append(None)
                 continue
             if attempts is not None:
@@ -300,7 +300,7 @@ class OrmResultStore(ResultStore):
                 cursor.executemany(*self._update_sql(connection, updates, encoded, existing))
                 if cursor.rowcount != len(updates):
                     raise _Conflict(f"{len(updates) - cursor.rowcount} stored failure(s) changed")
-        return answer, [r for r in final.values() if r.success]
+        return answer, [r for r in final.values() if r.success and not r.pinned]
 
     def _existing(self, alias: str, ids: list[str]) -> dict[str, tuple[bool, int]]:
         """id -> (success, attempt_count) of the ids already stored."""
@@ -320,7 +320,7 @@ class OrmResultStore(ResultStore):
         per = self.config.save_limit_per
         partitions: dict[Any, list[TaskResult]] = defaultdict(list)
         for r in final.values():
-            if r.success:
+            if r.success and not r.pinned:
                 partitions[getattr(r, per) if per else None].append(r)
         dropped = []
         for members in partitions.values():
@@ -373,7 +373,7 @@ class OrmResultStore(ResultStore):
             "result": None if item.value is None else Encoded(item.value),
             "group": r.group, "cluster": r.cluster, "started": _db_datetime(r.started),
             "stopped": _db_datetime(r.stopped), "success": r.success,
-            "attempt_count": r.attempt_count,
+            "attempt_count": r.attempt_count, "pinned": r.pinned,
         }
         return [values[f.name] for f in fields]
 
@@ -436,7 +436,7 @@ class OrmResultStore(ResultStore):
         """Delete the successes beyond ``save_limit`` (per ``save_limit_per`` value)
         in the partitions ``written`` touched. Never locks more than it deletes."""
         limit, per = self.config.save_limit, self.config.save_limit_per
-        successes = self._tasks(alias).filter(success=True)
+        successes = self._tasks(alias).filter(success=True, pinned=False)
         if per is None:
             cut = list(successes.order_by("-stopped", "-id")
                        .values_list("stopped", "id")[limit : limit + 1])
