@@ -9,94 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-import uuid
-from pathlib import Path
 
 import pytest
+from qhive_testkit.qcluster import wait_until
 from qhive_testkit.tasks import FAILURES
 
 T = "qhive_testkit.tasks"
-
-
-class QCluster:
-    """A ``manage.py qcluster`` subprocess and its log."""
-
-    def __init__(self, project, q_cluster: dict, log: Path) -> None:
-        self.log_path = log
-        self.q_cluster = q_cluster
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                project.manage("qcluster"), env=project.env(q_cluster), stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for_log(self, text: str, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        while text not in self.log():
-            if self.process.poll() is not None:
-                pytest.fail(f"qcluster exited ({self.process.returncode}):\n{self.log()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{text!r} not in the qcluster log after {within} s:\n{self.log()}")
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM, within: float = 60.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(within)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            pytest.fail(f"qcluster did not stop within {within} s:\n{self.log()}")
-
-    def stat(self):
-        from qhive.cluster import Stat
-        from qhive_django.conf import get_pipeline
-
-        stats = Stat.get_all(get_pipeline().broker, self.q_cluster["name"])
-        return stats[0] if stats else None
-
-
-@pytest.fixture
-def cluster_settings(django_project):
-    """Apply ``Q_CLUSTER`` for this test (web side) and return it for the cluster."""
-    from django.test import override_settings
-
-    overrides = []
-
-    def apply(database: str = "default", **settings) -> dict:
-        q = {"name": f"e2e{uuid.uuid4().hex[:10]}", "orm": database,
-             "result_store_options": {"database": database}, "workers": 2, "save_limit": 0,
-             "guard_cycle": 0.2, "poll": 0.05, **settings}
-        override = override_settings(Q_CLUSTER=q)
-        override.enable()
-        overrides.append(override)
-        return q
-
-    yield apply
-    for override in reversed(overrides):
-        override.disable()
-
-
-@pytest.fixture
-def qcluster(django_project, tmp_path):
-    started = []
-
-    def start(q_cluster: dict) -> QCluster:
-        cluster = QCluster(django_project, q_cluster, tmp_path / f"qcluster{len(started)}.log")
-        started.append(cluster)
-        cluster.wait_for_log("running (pid")
-        return cluster
-
-    yield start
-    for cluster in started:
-        if cluster.process.poll() is None:
-            cluster.stop(signal.SIGKILL)
 
 
 def tasks_of(q_cluster: dict):
@@ -109,15 +28,6 @@ def queued(q_cluster: dict) -> int:
     from qhive_broker_orm.models import QueuedTask
 
     return QueuedTask.objects.using(q_cluster["orm"]).filter(queue=q_cluster["name"]).count()
-
-
-def wait_until(condition, within: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + within
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached within {within} s")
-        time.sleep(0.1)
-    return value
 
 
 def test_drains_1000_tasks_with_one_result_each(database, cluster_settings, qcluster):

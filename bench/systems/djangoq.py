@@ -61,10 +61,9 @@ FLAVOURS = {
 def _qhive_requirements() -> list[str]:
     reqs = [f"-e {REPO_DIR / 'core'}", f"-e {REPO_DIR / 'django_integration'}",
             f"-e {REPO_DIR / 'plugins' / 'brokers' / 'orm'}",
-            f"-e {REPO_DIR / 'plugins' / 'result_stores' / 'orm'}"]
-    if (QHIVE_REDIS_PLUGIN / "pyproject.toml").exists():
-        reqs.append(f"-e {QHIVE_REDIS_PLUGIN}")
-    return [*reqs, DJANGO, PSYCOPG]
+            f"-e {REPO_DIR / 'plugins' / 'result_stores' / 'orm'}",
+            f"-e {REPO_DIR / 'plugins' / 'result_stores' / 'cache'}"]  # qhive-django needs it
+    return [*reqs, f"-e {QHIVE_REDIS_PLUGIN}", DJANGO, PSYCOPG]
 
 
 REQUIREMENTS = {
@@ -283,15 +282,8 @@ def _pg(services: Services):
 SYSTEMS = [
     DjangoQueue("qhive", "orm-sqlite"),
     DjangoQueue("qhive", "orm-postgres"),
-    # ---- qhive on Redis -------------------------------------------------------------
-    # Arrives with the Redis issue. This entry runs as soon as plugins/brokers/redis/
-    # exists (its package is then installed into the qhive venv, and Q_CLUSTER gets
-    # Django Q2's "redis" key, the legacy key the plugin owns). If the plugin needs
-    # more (an app in INSTALLED_APPS, the Redis result store), add it in FLAVOURS /
-    # _q_cluster for broker == "redis" and name == "qhive".
-    DjangoQueue("qhive", "redis",
-                skip=None if (QHIVE_REDIS_PLUGIN / "pyproject.toml").exists()
-                else "arrives with the Redis issue (plugins/brokers/redis does not exist yet)"),
+    # Django Q2's "redis" key selects qhive's Redis broker too; results in PostgreSQL.
+    DjangoQueue("qhive", "redis"),
     DjangoQueue("django-q2", "orm-sqlite"),
     DjangoQueue("django-q2", "orm-postgres"),
     DjangoQueue("django-q2", "redis"),

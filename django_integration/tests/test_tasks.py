@@ -6,7 +6,6 @@ import time
 
 import pytest
 from qhive.builtin.memory import MemoryResultStore
-from qhive.contracts import TaskResult
 from qhive_django import signals
 from qhive_django.conf import get_pipeline
 from qhive_django.tasks import AsyncTask, async_task, fetch, queue_size, result

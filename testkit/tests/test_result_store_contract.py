@@ -22,22 +22,26 @@ class DictStore(ResultStore):
         old = self.data.get(result.id)
         if old is not None and old.success:
             return copy.deepcopy(old)
-        if result.success and self.config.save_limit < 0:
+        if result.success and self.config.save_limit < 0 and not result.pinned:
             return result
         new = copy.deepcopy(result)
         if old is not None:
             new.attempt_count = old.attempt_count + 1
         self.data[new.id] = new
-        if new.success and self.config.save_limit > 0:
+        if new.success and self.config.save_limit > 0 and not new.pinned:
             self._prune(new)
         return copy.deepcopy(self.data.get(new.id, result))
 
     def _prune(self, new):
         per = self.config.save_limit_per
-        same = [r for r in self.data.values() if r.success
+        same = [r for r in self.data.values() if r.success and not self._exempt(r)
                 and (per is None or getattr(r, per) == getattr(new, per))]
         for old in self._newest(same)[self.config.save_limit:]:
             del self.data[old.id]
+
+    @staticmethod
+    def _exempt(result):
+        return result.pinned
 
     @staticmethod
     def _newest(results):
@@ -81,6 +85,14 @@ class IgnoresSaveLimit(DictStore):
         pass
 
 
+class PrunesPinned(DictStore):
+    """Broken: pinned results count towards save_limit and are pruned."""
+
+    @staticmethod
+    def _exempt(result):
+        return False
+
+
 class CountsOnlySuccesses(DictStore):
     """Broken: count_group(failures=False) leaves failures out."""
 
@@ -106,6 +118,12 @@ class TestIgnoresSaveLimit(ResultStoreContract):
         return lambda config: IgnoresSaveLimit(config=config)
 
 
+class TestPrunesPinned(ResultStoreContract):
+    @pytest.fixture
+    def make_result_store(self):
+        return lambda config: PrunesPinned(config=config)
+
+
 class TestCountsOnlySuccesses(ResultStoreContract):
     @pytest.fixture
     def make_result_store(self):
@@ -126,5 +144,8 @@ def test_result_store_contract(run_contract):
     assert outcomes.failed("TestIgnoresSaveLimit") == {
         "test_save_limit_keeps_the_newest_successes",
         "test_save_limit_per_group",
+        "test_pinned_results_are_kept_and_not_counted",
+        "test_applies_save_limit_says_what_the_store_does",
     }
+    assert outcomes.failed("TestPrunesPinned") == {"test_pinned_results_are_kept_and_not_counted"}
     assert outcomes.failed("TestCountsOnlySuccesses") == {"test_count_group"}

@@ -34,7 +34,8 @@ def make_config(**settings: Any):
     """A :class:`qhive.config.Config` parsed from ``settings`` (Q_CLUSTER keys)."""
     from qhive.config import Config
 
-    return Config.from_dict(dict(settings))
+    # The cluster is named, so that a Q_CLUSTER_NAME in the environment changes nothing.
+    return Config.from_dict(dict(settings), cluster=settings.get("name", "default"))
 
 
 def bytes_difference(got: Any, expected: bytes) -> str | None:

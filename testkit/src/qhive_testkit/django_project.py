@@ -70,8 +70,10 @@ TEMPLATES = [{{
 }}]
 DATABASES = {databases!r}
 LOGGING = {{"version": 1, "disable_existing_loggers": False}}
-# A test chooses the cluster's settings for itself and its cluster processes.
+# A test chooses the cluster's settings (and caches) for itself and its cluster processes.
 Q_CLUSTER = json.loads(os.environ.get("QHIVE_TEST_Q_CLUSTER") or "{{}}")
+if os.environ.get("QHIVE_TEST_CACHES"):
+    CACHES = json.loads(os.environ["QHIVE_TEST_CACHES"])
 '''
 
 URLS = '''

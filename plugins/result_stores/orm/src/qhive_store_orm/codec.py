@@ -35,9 +35,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.core.signals import setting_changed
-from qhive.codec import TaskCodec, build_codec
+from qhive.codec import TaskCodec
 from qhive.config import Config
-from qhive.errors import BadSignature, UnknownDriverError
+from qhive.errors import BadSignature
+from qhive.result_packages import codec_for
 
 __all__ = [
     "UnreadableValue",
@@ -108,7 +109,7 @@ class ValueCodec:
             if pair not in seen:
                 seen.add(pair)
                 variants.append(dataclasses.replace(config, serializer=pair[0], signer=pair[1]))
-        return cls([_build_codec(c) for c in variants])
+        return cls([codec_for(c, "qhive-store-orm") for c in variants])
 
     def encode(self, value: Any) -> bytes:
         """Signed bytes for ``value``; raises :class:`qhive.errors.SerializationError`
@@ -140,16 +141,6 @@ class ValueCodec:
     def __repr__(self) -> str:
         names = ", ".join(f"{c.serializer_name}+{type(c.signer).__name__}" for c in self.codecs)
         return f"<ValueCodec {names}>"
-
-
-def _build_codec(config: Config) -> TaskCodec:
-    try:
-        return build_codec(config)
-    except UnknownDriverError:
-        # The serializer or signer may be registered from code (qhive_register_drivers).
-        from qhive.plugins import get_plugin_manager
-
-        return build_codec(config, get_plugin_manager(config).driver_registry)
 
 
 # --------------------------------------------------------------------------- from Django's settings

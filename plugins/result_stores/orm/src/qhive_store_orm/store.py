@@ -35,7 +35,6 @@ import datetime as dt
 import functools
 import itertools
 import logging
-import reprlib
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,6 +55,7 @@ from django.utils import timezone
 from qhive.config import Config
 from qhive.contracts import ResultStore, TaskResult
 from qhive.naming import humanize
+from qhive.result_packages import storable
 
 from qhive_store_orm.codec import ValueCodec, settings_config, use_codec, with_django_secret
 from qhive_store_orm.fields import Encoded
@@ -79,10 +79,6 @@ LIMITS = {"name": 100, "func": 256, "hook": 256, "group": 100, "cluster": 100}
 #: Field classes whose values (str, int, bool, None) go to the database as they are.
 _PLAIN = (models.CharField, models.IntegerField, models.BooleanField)
 
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 200
-
-
 def _task_model() -> type[Task]:
     # Imported late: the entry point must import without Django being set up.
     from qhive_store_orm.models import Task
@@ -93,13 +89,6 @@ def _task_model() -> type[Task]:
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _safe_repr(value: Any) -> str:
-    try:
-        return _short.repr(value)
-    except Exception:
-        return f"<{type(value).__qualname__} object (repr() failed)>"
 
 
 class _Conflict(Exception):
@@ -399,30 +388,15 @@ class OrmResultStore(ResultStore):
             args=tuple(r.args or ()),
             kwargs=dict(r.kwargs or {}),
         )
-        value: bytes | None = None
-        if r.result is not None:
-            try:
-                value = codec.encode(r.result)
-            except Exception as exc:
-                outcome = "returned" if r.success else "failed with"
-                message = (f"qhive could not store the result of this task: {exc} "
-                           f"(it {outcome} {_safe_repr(r.result)})")
-                logger.error("task %s (%s): %s", r.id, r.name, message)
-                r = dataclasses.replace(r, success=False, result=message)
-                value = codec.encode(message)
         try:
-            args = codec.encode(r.args)
-        except Exception as exc:
-            logger.warning("task %s (%s): args stored as repr(): %s", r.id, r.name, exc)
-            r = dataclasses.replace(r, args=tuple(_safe_repr(a) for a in r.args))
-            args = codec.encode(r.args)
-        try:
-            kwargs = codec.encode(r.kwargs)
-        except Exception as exc:
-            logger.warning("task %s (%s): kwargs stored as repr(): %s", r.id, r.name, exc)
-            r = dataclasses.replace(r, kwargs={str(k): _safe_repr(v) for k, v in r.kwargs.items()})
-            kwargs = codec.encode(r.kwargs)
-        return _Prepared(r, args, kwargs, value)
+            return self._encoded(r)
+        except Exception:
+            return self._encoded(storable(codec.codecs[0], r))
+
+    def _encoded(self, r: TaskResult) -> _Prepared:
+        codec = self.codec
+        value = None if r.result is None else codec.encode(r.result)
+        return _Prepared(r, codec.encode(r.args), codec.encode(r.kwargs), value)
 
     @staticmethod
     def _clip(field: str, value: str | None) -> str | None:

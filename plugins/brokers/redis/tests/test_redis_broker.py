@@ -1,0 +1,519 @@
+"""What the Redis broker promises beyond the contract, on real Redis servers.
+
+The shared server on 127.0.0.1:6379 is only touched through queues and keys of
+the test's own. Tests that stop, freeze or restart a server, or count its
+commands, start a ``redis-server`` of their own (``RedisServer``, on a free
+port, with an append-only file in the test's folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+from qhive.config import Config
+from qhive.errors import BrokerConnectionError, ConfigError
+from qhive_broker_redis.broker import STATS_INDEX, STATS_VALUE, QueueKeys, RedisBroker
+from qhive_testkit.services import RedisServer, require
+
+SHARED = "redis://127.0.0.1:6379/0"
+#: Generous bounds for things that take milliseconds; they catch hangs, not slowness.
+WITHIN = 30.0
+
+
+def unique(prefix: str = "redis-test") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make():
+    """``make(queue=None, redis=SHARED, **settings) -> RedisBroker``; queues deleted afterwards."""
+    require("redis")
+    made = []
+
+    def factory(queue=None, *, redis=SHARED, django_redis=None, **settings):
+        config = Config.from_dict({"retry": 30, **settings})
+        broker = RedisBroker(queue or unique(), config=config, redis=redis,
+                             django_redis=django_redis)
+        made.append(broker)
+        return broker
+
+    yield factory
+    for broker in made:
+        with contextlib.suppress(BrokerConnectionError):  # its own server is gone already
+            broker.delete_queue()
+        broker.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A ``redis-server`` of this test's own (append-only file in ``tmp_path``)."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def take(broker, n, *, within=WITHIN, count=10):
+    """Dequeue until ``n`` messages came or ``within`` seconds passed."""
+    got = []
+    deadline = time.monotonic() + within
+    while len(got) < n and time.monotonic() < deadline:
+        got.extend(broker.dequeue(count=min(count, n - len(got)), timeout=1.0))
+    return got
+
+
+def finish_within(seconds, func, *args):
+    """Run ``func(*args)`` in a thread and return what it returned or raised;
+    fail if it is still running after ``seconds`` (a hang, not a slow call)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = func(*args)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"{getattr(func, '__name__', func)} still running after {seconds:.0f} s",
+                    pytrace=False)
+    return outcome
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_defaults_to_127_0_0_1_6379_db_0():
+    require("redis")
+    broker = RedisBroker(unique())
+    assert broker.address == "127.0.0.1:6379/0"
+    assert broker.ping() is True
+    broker.close()
+
+
+@pytest.mark.parametrize("how", ["dict", "url"])
+def test_options_select_the_database(make, how):
+    options = {"host": "127.0.0.1", "port": 6379, "db": 3} if how == "dict" \
+        else "redis://127.0.0.1:6379/3"
+    broker = make(redis=options)
+    assert broker.address == "127.0.0.1:6379/3"
+    broker.enqueue(b"in db 3")
+    db3, db0 = redis.Redis(db=3), redis.Redis(db=0)
+    try:
+        assert db3.llen(broker.keys.waiting) == 1
+        assert db0.exists(broker.keys.waiting) == 0
+    finally:
+        db3.close()
+        db0.close()
+
+
+def test_django_q2_documented_options_work(make):
+    """The ``Q_CLUSTER["redis"]`` of Django Q2's docs, with keys redis-py renamed."""
+    broker = make(redis={"host": "127.0.0.1", "port": 6379, "db": 0, "password": None,
+                         "socket_timeout": None, "charset": "utf-8", "errors": "strict",
+                         "unix_socket_path": None})
+    broker.enqueue(b"old settings")
+    assert [m.payload for m in take(broker, 1)] == [b"old settings"]
+
+
+def test_selected_by_the_legacy_key_of_q_cluster():
+    from qhive.pipeline import Pipeline
+
+    require("redis")
+    config = Config.from_dict({"name": unique(), "redis": {"host": "127.0.0.1", "db": 0}})
+    broker = Pipeline(config).broker
+    try:
+        assert isinstance(broker, RedisBroker) and broker.queue == config.name
+        assert broker.ping()
+    finally:
+        broker.close()
+
+
+def test_the_entry_point_names_the_class_and_the_package_imports_nothing():
+    from qhive.drivers import load_driver
+
+    assert load_driver("broker", "redis") is RedisBroker
+    code = "import sys, qhive_broker_redis; print('redis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=WITHIN)
+    assert out.stdout.strip() == "False", "importing the package imported redis-py"
+
+
+@pytest.mark.parametrize(("options", "key", "message"), [
+    ({"redis": 6379}, "redis", "dict of redis.Redis options or a URL such as"),
+    ({"redis": ["127.0.0.1"]}, "redis", "got list"),
+    ({"redis": ""}, "redis", "is not a Redis URL"),
+    ({"redis": "http://user:pw@127.0.0.1:6379"}, "redis", r"'http://user:\*\*\*@127"),
+    ({"redis": {"hots": "127.0.0.1"}}, "redis.hots", "did you mean 'host'"),
+    ({"redis": {"decode_responses": True}}, "redis.decode_responses", "qhive stores bytes"),
+    ({"django_redis": 5}, "django_redis", "alias of a cache"),
+    ({"django_redis": ""}, "django_redis", "alias of a cache"),
+])
+def test_bad_options_are_config_errors(options, key, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        RedisBroker("q", **options)
+    assert caught.value.key == key
+    assert "Redis broker" in str(caught.value)
+
+
+def test_bad_queue_name():
+    with pytest.raises(ConfigError, match="non-empty string"):
+        RedisBroker("")
+
+
+# --------------------------------------------------------------------------- django-redis
+
+
+QH_CACHE = {"qh": {"BACKEND": "django_redis.cache.RedisCache",
+                   "LOCATION": "redis://127.0.0.1:6379/0"}}
+
+
+def test_django_redis_alias_uses_that_cache_connection(django_project, make):
+    from django.test import override_settings
+    from django_redis import get_redis_connection
+
+    with override_settings(CACHES=QH_CACHE):
+        # Both keys given: django_redis wins, as in Django Q2 (port 1 would fail).
+        broker = make(django_redis="qh", redis={"port": 1})
+        assert broker.client() is get_redis_connection("qh")
+        broker.enqueue(b"through django-redis")
+        assert get_redis_connection("qh").llen(broker.keys.waiting) == 1
+        assert "django-redis cache 'qh'" in broker.address
+        assert [m.payload for m in take(broker, 1)] == [b"through django-redis"]
+        # A pickled copy finds the connection again by its alias.
+        import pickle
+
+        copy = pickle.loads(pickle.dumps(broker))
+        assert copy.client() is get_redis_connection("qh")
+        broker.close()  # lets go of the shared connection; the cache keeps working
+        assert get_redis_connection("qh").ping()
+        assert broker.queue_size() == 0
+
+
+def test_django_redis_alias_must_be_a_django_redis_cache(django_project):
+    from django.test import override_settings
+
+    caches = {**QH_CACHE,
+              "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    with override_settings(CACHES=caches):
+        with pytest.raises(ConfigError, match=r"not in settings\.CACHES") as caught:
+            RedisBroker("q", django_redis="nope")
+        assert caught.value.key == "django_redis"
+        with pytest.raises(ConfigError, match="not a django-redis cache"):
+            RedisBroker("q", django_redis="local")
+
+
+# --------------------------------------------------------------------------- receipts
+
+CONSUMER = textwrap.dedent("""
+    import sys, time
+    from qhive.config import Config
+    from qhive_broker_redis.broker import RedisBroker
+
+    broker = RedisBroker(sys.argv[1], config=Config.from_dict({"retry": 1}), redis=sys.argv[2])
+    got = broker.dequeue(count=3, timeout=30)
+    print(",".join(m.payload.decode() for m in got), flush=True)
+    time.sleep(600)  # "working" until killed
+""")
+
+
+def test_messages_of_a_consumer_killed_with_sigkill_come_back(make):
+    broker = make()
+    payloads = [f"task {i}".encode() for i in range(5)]
+    broker.enqueue_many(payloads)
+    child = subprocess.Popen([sys.executable, "-c", CONSUMER, broker.queue, SHARED],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        taken = child.stdout.readline().strip()
+    finally:
+        child.send_signal(signal.SIGKILL)  # the process this test started
+        _, errors = child.communicate(timeout=WITHIN)
+    assert taken == "task 0,task 1,task 2", f"the consumer failed: {errors}"
+    assert broker.lock_size() == 3
+
+    other = make(broker.queue)  # another cluster on the same queue
+    got = take(other, 5)
+    by_payload = {m.payload: m.deliveries for m in got}
+    assert sorted(by_payload) == payloads, "messages were lost or duplicated"
+    assert len(got) == 5
+    assert [by_payload[p] for p in payloads] == [2, 2, 2, 1, 1]
+    other.acknowledge_many(m.ack_id for m in got)
+    assert other.queue_size() == 0 and other.lock_size() == 0
+
+
+def test_redelivered_messages_keep_their_place(make):
+    broker = make(retry=1)
+    payloads = [f"{i}".encode() for i in range(6)]
+    broker.enqueue_many(payloads)
+    first = broker.dequeue(count=4)
+    assert [m.payload for m in first] == payloads[:4]
+    broker.acknowledge(first[1].ack_id)
+    time.sleep(1.5)  # receipts of 0, 2 and 3 run out
+    again = broker.dequeue(count=10)
+    assert [m.payload for m in again] == [b"0", b"2", b"3", b"4", b"5"]
+    assert [m.deliveries for m in again] == [2, 2, 2, 1, 1]
+    assert [m.ack_id for m in again[:3]] == [first[0].ack_id, first[2].ack_id,
+                                             first[3].ack_id]
+
+
+def test_a_waiting_dequeue_recovers_expired_receipts(make):
+    """Nothing is enqueued: the blocking wait itself must come back to look."""
+    broker = make(retry=1)
+    broker.enqueue(b"abandoned")
+    assert [m.payload for m in broker.dequeue()] == [b"abandoned"]
+    got = broker.dequeue(timeout=WITHIN)
+    assert [(m.payload, m.deliveries) for m in got] == [(b"abandoned", 2)]
+
+
+def test_release_puts_messages_back_first_in_order(make):
+    broker = make(retry=600)
+    broker.enqueue_many([b"a", b"b", b"c", b"d"])
+    taken = broker.dequeue(count=3)
+    for message in taken:  # a stopping cluster gives them back oldest first
+        broker.release(message.ack_id)
+    assert broker.lock_size() == 0 and broker.queue_size() == 4
+    got = broker.dequeue(count=4)
+    assert [m.payload for m in got] == [b"a", b"b", b"c", b"d"]
+    assert [m.deliveries for m in got] == [2, 2, 2, 1]
+    broker.acknowledge(got[0].ack_id)
+    broker.release(got[0].ack_id)  # acknowledged: stays gone
+    broker.release("0000000000000099-00000000")  # never there: harmless
+    assert broker.queue_size() == 0 and broker.lock_size() == 3
+
+
+def test_released_message_goes_before_younger_waiting_ones(make):
+    broker = make(retry=600)
+    broker.enqueue(b"old")
+    [old] = broker.dequeue()
+    broker.enqueue_many([b"young 1", b"young 2"])
+    broker.release(old.ack_id)
+    assert [m.payload for m in broker.dequeue(count=3)] == [b"old", b"young 1", b"young 2"]
+
+
+def test_deliveries_count_every_hand_out(make):
+    broker = make(retry=1)
+    broker.enqueue(b"again and again")
+    seen = []
+    for _ in range(3):
+        [message] = broker.dequeue()
+        seen.append(message.deliveries)
+        broker.release(message.ack_id)
+    [message] = broker.dequeue()
+    seen.append(message.deliveries)
+    time.sleep(1.5)
+    [message] = broker.dequeue()
+    seen.append(message.deliveries)
+    assert seen == [1, 2, 3, 4, 5]
+    broker.acknowledge(message.ack_id)
+    assert broker.dequeue(timeout=0.5) == []
+
+
+def test_acknowledging_a_message_whose_receipt_ran_out_removes_it(make):
+    """A slow consumer acknowledges after ``retry``: the message, waiting again,
+    must not be handed out once more."""
+    broker = make(retry=1)
+    broker.enqueue_many([b"slow", b"next"])
+    [slow] = broker.dequeue()
+    time.sleep(1.5)
+    broker.acknowledge(slow.ack_id)
+    assert [m.payload for m in broker.dequeue(count=5)] == [b"next"]
+    assert broker.queue_size() == 0
+
+
+def test_delete_removes_a_waiting_message(make):
+    broker = make()
+    first, _ = broker.enqueue_many([b"first", b"second"])
+    broker.delete(first)
+    assert broker.queue_size() == 1
+    assert [m.payload for m in broker.dequeue(count=5)] == [b"second"]
+
+
+def test_ids_follow_enqueue_order_and_differ_after_delete_queue(make):
+    broker = make()
+    ids = [broker.enqueue(b"x"), *broker.enqueue_many([b"y", b"z"])]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    broker.delete_queue()
+    again = broker.enqueue(b"x")
+    assert again not in ids, "an id taken before delete_queue() names a new message"
+    client = broker.client()
+    broker.delete_queue()
+    assert not any(client.exists(key) for key in (*broker.keys.messages, broker.keys.seq))
+
+
+def test_keys_share_the_queue_hash_tag():
+    keys = QueueKeys.of("my:queue")
+    assert keys.waiting == "qhive:{my:queue}:waiting"
+    assert {k.split("}")[0] for k in (*keys.messages, keys.seq)} == {"qhive:{my:queue"}
+
+
+def test_a_new_message_wakes_every_blocked_blmove():
+    """The wake-up relies on this: ``BLMOVE l l LEFT LEFT`` returns to every client
+    blocked on ``l`` when one element arrives, and leaves the list as it was."""
+    require("redis")
+    key = unique("qhive-test-blmove")
+    client = redis.Redis()
+    woken = []
+
+    def wait():
+        own = redis.Redis(socket_timeout=WITHIN + 10)
+        try:
+            woken.append(own.blmove(key, key, WITHIN, "LEFT", "LEFT"))
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=wait, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + WITHIN
+    while int(client.info("clients")["blocked_clients"]) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        client.rpush(key, b"one")
+        for thread in threads:
+            thread.join(WITHIN + 10)
+        assert woken == [b"one"] * 4
+        assert client.lrange(key, 0, -1) == [b"one"]
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def test_blocked_consumers_all_get_work(make):
+    queue = unique()
+    consumers = [make(queue) for _ in range(3)]
+    results = {}
+
+    def consume(index, broker):
+        results[index] = broker.dequeue(timeout=WITHIN)
+
+    threads = [threading.Thread(target=consume, args=(i, b), daemon=True)
+               for i, b in enumerate(consumers)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    make(queue).enqueue_many([b"1", b"2", b"3"])
+    for thread in threads:
+        thread.join(WITHIN + 10)
+    got = sorted(m.payload for messages in results.values() for m in messages)
+    assert got == [b"1", b"2", b"3"] and all(len(m) == 1 for m in results.values())
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_get_stats_never_scans_the_keyspace(own_redis):
+    broker = RedisBroker("q", redis=own_redis.url)
+    raw = redis.Redis(port=own_redis.port)
+    try:
+        # Keys that look like stats of the same project but were never set_stat'ed.
+        with raw.pipeline(transaction=False) as pipe:
+            for n in range(2000):
+                pipe.set(f"qhive:proj:cluster:fake{n}", b"fake")
+                pipe.set(f"{STATS_VALUE}qhive:proj:cluster:orphan{n}", b"orphan")
+            pipe.execute()
+        broker.set_stat("qhive:proj:cluster:a", b"A", 60)
+        broker.set_stat("qhive:proj:cluster:b", b"B", 60)
+        broker.set_stat("qhive:other:cluster:c", b"C", 60)
+        raw.config_resetstat()
+        assert sorted(broker.get_stats("qhive:proj:cluster:")) == [b"A", b"B"]
+        used = raw.info("commandstats")
+        scans = {c for c in used if c.split("|")[0] in ("cmdstat_keys", "cmdstat_scan")}
+        assert not scans, f"get_stats() ran {scans}"
+    finally:
+        raw.close()
+        broker.close()
+
+
+def test_expired_stats_leave_the_index(make):
+    broker = make()
+    prefix = unique("redis-stat") + ":"
+    for n in range(20):
+        broker.set_stat(f"{prefix}{n}", b"short", 0.2)
+    time.sleep(0.5)
+    broker.set_stat(prefix + "kept", b"kept", 60)
+    client = broker.client()
+    members = [m for m in client.zrange(STATS_INDEX, 0, -1) if m.startswith(prefix.encode())]
+    assert members == [(prefix + "kept").encode()]
+    assert broker.get_stats(prefix) == [b"kept"]
+    client.delete(STATS_VALUE + prefix + "kept")
+    client.zrem(STATS_INDEX, prefix + "kept")
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("operation", ["ping", "enqueue", "dequeue", "queue_size", "get_stats"])
+def test_an_unreachable_server_is_a_broker_connection_error(operation):
+    port = free_port()  # nothing listens there
+    broker = RedisBroker("q", redis=f"redis://:s3cret@127.0.0.1:{port}/2",
+                         config=Config.from_dict({"retry": 30}))
+    call = {"ping": broker.ping, "enqueue": lambda: broker.enqueue(b"x"),
+            "dequeue": lambda: broker.dequeue(timeout=5), "queue_size": broker.queue_size,
+            "get_stats": lambda: broker.get_stats("x")}[operation]
+    outcome = finish_within(WITHIN, call)
+    error = outcome.get("error")
+    assert isinstance(error, BrokerConnectionError), f"{operation}() gave {outcome}"
+    text = str(error)
+    assert f"127.0.0.1:{port}/2" in text and "redis-server" in text and "Redis broker" in text
+    assert "s3cret" not in text, "the password is in the error message"
+
+
+def test_a_frozen_server_gives_an_error_not_a_hang(own_redis, make):
+    broker = make(redis={"port": own_redis.port, "socket_timeout": 1.0})
+    broker.enqueue(b"before")
+    assert [m.payload for m in broker.dequeue()] == [b"before"]
+    os.kill(own_redis.process.pid, signal.SIGSTOP)  # our own server
+    try:
+        outcome = finish_within(WITHIN, broker.dequeue, 1, 5.0)
+        assert isinstance(outcome.get("error"), BrokerConnectionError), outcome
+        assert "did not answer" in str(outcome["error"])
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+    broker.enqueue(b"after")
+    assert [m.payload for m in take(broker, 1)] == [b"after"]
+
+
+def test_the_same_broker_works_again_after_a_server_restart(own_redis, make):
+    broker = make(redis=own_redis.url, retry=2)
+    payloads = [f"kept {i}".encode() for i in range(5)]
+    broker.enqueue_many(payloads)
+    [in_flight] = broker.dequeue()
+    broker.set_stat("qhive:restart:cluster:x", b"stat", 600)
+    own_redis.stop()  # SIGTERM to the server this test started
+
+    for call in (broker.ping, lambda: broker.enqueue(b"lost"),
+                 lambda: broker.dequeue(timeout=2), broker.lock_size):
+        outcome = finish_within(WITHIN, call)
+        assert isinstance(outcome.get("error"), BrokerConnectionError), outcome
+        assert f"127.0.0.1:{own_redis.port}/0" in str(outcome["error"])
+
+    own_redis.start()  # same port, same folder: the append-only file is read again
+    assert broker.ping()
+    assert broker.queue_size() == 4 and broker.lock_size() == 1
+    assert broker.get_stat("qhive:restart:cluster:x") == b"stat"
+    got = take(broker, 5)  # the one in flight comes back after retry
+    assert sorted(m.payload for m in got) == payloads
+    assert {m.payload: m.deliveries for m in got}[in_flight.payload] == 2
+    broker.acknowledge_many(m.ack_id for m in got)
+    broker.enqueue(b"new")
+    assert [m.payload for m in take(broker, 1)] == [b"new"]
+    assert broker.lock_size() == 1
