@@ -1,7 +1,8 @@
 """``make demo``: qhive end to end on a small Django project (SQLite, the ORM broker).
 
-Migrates a fresh database, starts a real ``manage.py qcluster``, enqueues a few hundred
-tasks with ``async_task``, waits for their results, prints what the database holds, stops
+Migrates a fresh database, creates a schedule (every second, three runs), starts a real
+``manage.py qcluster``, enqueues a few hundred tasks with ``async_task``, waits for their
+results and the schedule's, prints what the database holds, stops
 the cluster with SIGTERM and checks that it stopped cleanly. Exits 1, saying why, if
 anything went wrong.
 """
@@ -21,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("QHIVE_DEMO_DATA") or HERE / ".data").resolve()
 START_TIMEOUT, RESULTS_TIMEOUT, STOP_TIMEOUT = 30, 120, 30  # seconds
 N_COLLATZ, N_SLOW, N_FAILING = 300, 40, 5  # and one task named "fibonacci-90"
+N_BEATS = 3  # runs of the "heartbeat" schedule, one per second
 MUST_FAIL = object()
 
 
@@ -151,6 +153,42 @@ def show_results(expected: dict) -> list:
     return rows
 
 
+def create_schedule() -> None:
+    """A schedule the cluster's scheduler runs once per second, ``N_BEATS`` times."""
+    import datetime as dt
+
+    from demo_project import tasks
+    from qhive_django.models import Schedule
+    from qhive_django.tasks import schedule
+
+    schedule(tasks.heartbeat, name="heartbeat", schedule_type=Schedule.SECONDS, seconds=1,
+             repeats=N_BEATS, intended_date_kwarg="slot",
+             next_run=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+
+
+def show_schedule(cluster: ClusterProcess) -> None:
+    """Wait for the schedule's runs; print when each was due and when it ran."""
+    import datetime as dt
+
+    from qhive_django.models import Schedule, Task
+
+    deadline = time.monotonic() + RESULTS_TIMEOUT
+    while len(runs := list(Task.objects.filter(group="heartbeat").order_by("stopped"))) < N_BEATS:
+        cluster.check_alive(f"with {len(runs)} of {N_BEATS} scheduled runs done")
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"the schedule ran {len(runs)} of {N_BEATS} times")
+        time.sleep(0.1)
+    if len(runs) != N_BEATS or not all(run.success for run in runs):
+        raise DemoFailed(f"the schedule should have run {N_BEATS} times, successfully: {runs}")
+    beat = Schedule.objects.get(name="heartbeat")
+    print(f"\nschedule 'heartbeat' (every second, repeats={N_BEATS}): ran {len(runs)} times, "
+          f"now repeats={beat.repeats} (done)")
+    for run in runs:
+        due = dt.datetime.fromisoformat(run.result)
+        print(f"  slot {due:%H:%M:%S}: finished {(run.stopped - due).total_seconds() * 1000:.0f} "
+              f"ms after it was due")
+
+
 def stop(cluster: ClusterProcess) -> list[str]:
     """Stop the cluster with SIGTERM, check it stopped cleanly; return the hook lines."""
     from qhive_django.tasks import queue_size
@@ -187,6 +225,7 @@ def demo(cluster: ClusterProcess, began: float) -> str:
     wait_for_results(cluster, list(expected))
     drained = time.monotonic() - t0
     rows = show_results(expected)
+    show_schedule(cluster)
     span = max(row.stopped for row in rows) - min(row.started for row in rows)
     print(f"\nthroughput: {len(rows)} tasks enqueued, run and saved in {drained:.2f} s "
           f"({len(rows) / drained:,.0f} tasks/s) by 2 workers; in the database, first enqueue "
@@ -195,6 +234,7 @@ def demo(cluster: ClusterProcess, began: float) -> str:
     failed = sum(not row.success for row in rows)
     return (f"demo OK: {len(rows)} tasks run by a real cluster, {len(rows) - failed} results "
             f"checked, {failed} failures as intended, {len(hooks)} hook calls, "
+            f"{N_BEATS} scheduled runs, "
             f"{len(rows) / drained:,.0f} tasks/s, {time.monotonic() - began:.1f} s in all")
 
 
@@ -215,6 +255,7 @@ def main() -> int:
     import django
 
     django.setup()
+    create_schedule()
     cluster = ClusterProcess()
     try:
         print(demo(cluster, began))

@@ -98,6 +98,7 @@ DEFAULTS = [
     ("serializer", "pickle"),
     ("signer", "hmac"),
     ("plugins", {"disabled": (), "strict": False, "trace": False}),
+    ("scheduler_interval", 30),
     # not from Q_CLUSTER
     ("secret_key", None),
     ("secret_key_fallbacks", ()),

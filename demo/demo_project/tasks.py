@@ -26,6 +26,11 @@ def slow_square(n: int) -> int:
     return n * n
 
 
+def heartbeat(slot: str) -> str:
+    """Run by a schedule: ``slot`` is the time it was due (``intended_date_kwarg``)."""
+    return slot
+
+
 def always_fails(n: int) -> None:
     raise ValueError(f"demo failure #{n}: this task fails on purpose")
 

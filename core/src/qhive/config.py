@@ -452,6 +452,9 @@ class Config:
         expected="an int >= 1 or None (unbounded)")
     cpu_affinity: int = _key(0, _int(0), "Cores per worker (needs psutil); 0: no affinity.")
     scheduler: bool = _key(True, _bool(), "Run schedules in this cluster.")
+    scheduler_interval: float = _key(
+        30, _number(), "Seconds between two looks for new or changed schedules; the scheduler "
+                       "also wakes when the next schedule is due.")
     catch_up: bool = _key(True, _bool(), "Replay the schedule slots missed while down.")
     time_zone: str | None = _key(
         None, _time_zone, "Time zone of the scheduler; from_dict falls back to TIME_ZONE.",

@@ -13,6 +13,7 @@ logger = logging.getLogger("qhive")
 class QhiveConfig(AppConfig):
     name = "qhive_django"
     label = "qhive_django"
+    default_auto_field = "django.db.models.BigAutoField"
 
     @property
     def verbose_name(self) -> str:

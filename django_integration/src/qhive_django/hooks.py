@@ -1,5 +1,5 @@
-"""qhive_django's pluggy hooks: Django signals, the ``hook`` task option, and
-database hygiene for long-running processes.
+"""qhive_django's pluggy hooks: Django signals, the ``hook`` task option, the
+scheduler thread of a cluster, and database hygiene for long-running processes.
 
 Registered with the plugin manager by :func:`qhive_django.conf.plugin_manager`
 (from ``AppConfig.ready()`` and worker set-up), not through an entry point:
@@ -74,6 +74,20 @@ def qhive_cluster_config(name: str) -> Any:
     from qhive_django.conf import get_config
 
     return get_config(name)
+
+
+@hookimpl
+def qhive_cluster_started(cluster: Any) -> None:
+    from qhive_django import scheduler
+
+    scheduler.start_for(cluster)
+
+
+@hookimpl
+def qhive_cluster_stopping(cluster: Any) -> None:
+    from qhive_django import scheduler
+
+    scheduler.stop_for(cluster)
 
 
 @hookimpl

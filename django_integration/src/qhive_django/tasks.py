@@ -53,7 +53,7 @@ from qhive_django.conf import get_config, get_pipeline
 __all__ = [
     "OPTION_KEYS", "AsyncTask", "Chain", "Iter", "async_chain", "async_iter", "async_task",
     "count_group", "delete_cached", "delete_group", "fetch", "fetch_group", "queue_size",
-    "result", "result_group",
+    "result", "result_group", "schedule",
 ]
 
 logger = logging.getLogger("qhive")
@@ -203,6 +203,49 @@ def async_chain(chain: Iterable[Any], group: str | None = None, cached: bool | i
                "broker": broker, "chain": rest or None}
     _submit(first["func"], first["args"], first["kwargs"], options, raise_errors=False)
     return group
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def schedule(func: Callable[..., Any] | str, *args: Any, name: str | None = None,
+             hook: Callable[..., Any] | str | None = None, schedule_type: str = "O",
+             minutes: int | None = None, repeats: int = -1, next_run: dt.datetime | None = None,
+             cron: str | None = None, cluster: str | None = None,
+             intended_date_kwarg: str | None = None, seconds: int | None = None,
+             **kwargs: Any) -> Any:
+    """Create a :class:`~qhive_django.models.Schedule` and return it (Django Q2's
+    ``schedule``). Other keywords, ``q_options`` included, are the task's ``kwargs``.
+
+    :raises django.db.IntegrityError: a schedule with this ``name`` exists.
+    :raises django.core.exceptions.ValidationError: a bad cron expression, type,
+        argument that cannot be stored, ``q_options`` key, ...
+    """
+    from django.db import IntegrityError, router, transaction
+    from django.utils import timezone
+
+    from qhive_django.models import Schedule
+
+    for label, value in (("func", func), ("hook", hook)):
+        if value is not None and not isinstance(func_ref(value), str):
+            raise TypeError(f"schedule({label}=...) must be a dotted path or a module-level "
+                            f"function, got {value!r}")
+    item = Schedule(
+        name=name, func=func_ref(func), hook=hook and func_ref(hook), args=args,
+        kwargs=kwargs, schedule_type=schedule_type, minutes=minutes, seconds=seconds,
+        repeats=repeats, next_run=next_run or timezone.now(), cron=cron, cluster=cluster,
+        intended_date_kwarg=intended_date_kwarg,
+    )
+    item.full_clean(validate_unique=False)  # the database checks the name, without a race
+    try:
+        with transaction.atomic(using=router.db_for_write(Schedule)):
+            item.save()
+    except IntegrityError as exc:
+        if name is not None and Schedule.objects.filter(name=name).exists():
+            raise IntegrityError(f"A schedule with the same name already exists: {name!r}") \
+                from exc
+        raise
+    return item
 
 
 # --------------------------------------------------------------------------- results

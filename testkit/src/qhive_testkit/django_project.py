@@ -1,7 +1,8 @@
 """A throw-away Django project on real databases, for tests that need Django.
 
 ``django_project`` (session scope) writes a settings module into a temporary
-folder, creates one database per available vendor — a SQLite file always, and
+folder (models live on the ``default`` alias unless ``$QHIVE_TEST_DATABASE``
+names another), creates one database per available vendor — a SQLite file always, and
 uniquely named PostgreSQL and MariaDB databases when those servers run —,
 calls ``django.setup()`` and migrates every alias. Cluster processes started
 by tests use the same settings through :meth:`DjangoProject.env`. Databases are
@@ -52,6 +53,7 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 ROOT_URLCONF = "qhive_test_urls"
+DATABASE_ROUTERS = ["qhive_test_router.OneDatabase"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = {apps!r}
 MIDDLEWARE = [
@@ -81,6 +83,21 @@ from django.contrib import admin
 from django.urls import path
 
 urlpatterns = [path("admin/", admin.site.urls)]
+'''
+
+
+ROUTER = '''
+import os
+
+
+class OneDatabase:
+    """Every model on the alias in $QHIVE_TEST_DATABASE, when set (default: "default"):
+    a test and its cluster processes keep schedules and such on the vendor it tests."""
+
+    def db_for_read(self, model, **hints):
+        return os.environ.get("QHIVE_TEST_DATABASE") or None
+
+    db_for_write = db_for_read
 '''
 
 
@@ -153,6 +170,7 @@ def django_project(tmp_path_factory) -> DjangoProject:
     (folder / "qhive_test_settings.py").write_text(
         textwrap.dedent(SETTINGS).format(apps=apps, databases=databases))
     (folder / "qhive_test_urls.py").write_text(URLS)
+    (folder / "qhive_test_router.py").write_text(ROUTER)
     sys.path.insert(0, str(folder))
     os.environ["DJANGO_SETTINGS_MODULE"] = "qhive_test_settings"
     if settings.configured:  # pragma: no cover - another plugin got there first

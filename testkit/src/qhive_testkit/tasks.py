@@ -27,6 +27,11 @@ async def async_add(a, b):
     return a + b
 
 
+def echo(*args, **kwargs):
+    """Its arguments back: ``[args, kwargs]``."""
+    return [list(args), kwargs]
+
+
 def nothing():
     return None
 
@@ -57,3 +62,24 @@ FAILURES = {
     "no_such_function": "task function 'qhive_testkit.tasks.no_such_function' does not exist",
     "die": "the worker running this task died (exit code 13)",
 }
+
+
+def record(path, *values, **named):
+    """Append one JSON line — ``values``, ``named`` and the time it ran — to the file ``path``.
+
+    Counts executions, not results: a task that ran twice leaves two lines even
+    if its result was saved once. One ``write`` on an O_APPEND file, so lines of
+    concurrent workers never mix.
+    """
+    import json
+    import os
+    import time
+
+    line = json.dumps({"values": list(values), "named": named, "at": time.time(),
+                       "pid": os.getpid()}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return list(values)

@@ -1,0 +1,210 @@
+"""The scheduler: turns due ``Schedule`` rows into tasks, once per slot.
+
+Every cluster with ``scheduler`` on runs one, on a thread of its sentinel
+(started and stopped by this app's ``qhive_cluster_started`` /
+``qhive_cluster_stopping`` hooks). It handles the schedules meant for its
+cluster: those naming it in ``cluster``, and for the root cluster those naming
+none.
+
+**Once per slot, with any number of clusters.** A slot is claimed by a
+compare-and-set ``UPDATE`` of the schedule row (``WHERE next_run = <the slot>
+AND repeats = <as read>``) that opens the schedule's own transaction: the
+database's row lock makes a second cluster wait for the first one's commit, after
+which its ``UPDATE`` matches no row and it moves on. The task is enqueued inside
+that transaction: with the ORM broker on the same database the task exists if
+and only if the claim committed; with another broker a failed commit can repeat
+the slot once, under the same task id (derived from the schedule and the slot),
+so it still has one result.
+
+**Failures stay alone.** Each schedule has its own transaction; one that cannot
+be run (bad arguments, a broker error) is logged with the reason, left as it was,
+and tried again after ``scheduler_interval`` — the others go on.
+
+**On time.** After each pass the scheduler sleeps until the next schedule is due,
+or ``scheduler_interval`` (to see new and edited schedules) if that comes first:
+a schedule every 10 s runs every 10 s.
+
+**Missed slots** (the cluster was down): with ``catch_up`` (the default) each one
+runs, oldest first, up to :data:`CATCH_UP_BATCH` per schedule per pass; without,
+the schedule runs once and moves to its first future slot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from typing import Any
+
+from django.db import close_old_connections, router, transaction
+from django.db.models import Min, Q, QuerySet
+from django.utils import timezone
+from qhive.config import Config
+from qhive.task import derived_id, split_options
+
+from qhive_django.models import Schedule
+
+logger = logging.getLogger("qhive.scheduler")
+
+#: Missed slots of one schedule run per pass with ``catch_up``; the next pass goes on.
+CATCH_UP_BATCH = 100
+
+
+def schedules_of(config: Config) -> QuerySet:
+    """The active schedules this cluster runs."""
+    mine = Q(cluster=config.cluster_name)
+    if config.cluster_name == config.name:  # the root cluster also runs the unrouted ones
+        mine |= Q(cluster__isnull=True) | Q(cluster="")
+    return Schedule.objects.filter(mine).exclude(repeats=0).filter(next_run__isnull=False)
+
+
+def run_due(config: Config, now: dt.datetime | None = None,
+            skip: frozenset[int] | set[int] = frozenset(),
+            stopping: threading.Event | None = None) -> tuple[int, set[int]]:
+    """One pass: run every due schedule of this cluster.
+
+    :param skip: schedule ids to leave alone (they failed recently).
+    :param stopping: set when the cluster stops: the pass ends after the current schedule.
+    :return: the number of tasks created, and the ids of schedules that failed.
+    """
+    now = now or timezone.now()
+    due = (schedules_of(config).filter(next_run__lte=now).exclude(pk__in=skip)
+           .order_by("next_run").values_list("pk", flat=True))
+    created, failed = 0, set()
+    for pk in due:
+        if stopping is not None and stopping.is_set():
+            break
+        try:
+            created += run_schedule(pk, config, now)
+        except Exception as exc:
+            failed.add(pk)
+            logger.error("schedule %s could not run: %s: %s; it is tried again in %ss",
+                         pk, type(exc).__name__, exc, config.scheduler_interval,
+                         exc_info=logger.isEnabledFor(logging.DEBUG))
+    return created, failed
+
+
+def run_schedule(pk: int, config: Config, now: dt.datetime) -> int:
+    """Run the due slots of one schedule; return how many tasks were created."""
+    db = router.db_for_write(Schedule)
+    schedule = Schedule.objects.using(db).filter(pk=pk).first()
+    if schedule is None or not schedule.repeats or schedule.next_run is None \
+            or schedule.next_run > now:
+        return 0
+    runs, next_run, repeats = plan(schedule, now, config.catch_up)
+    with transaction.atomic(using=db):
+        claimed = (Schedule.objects.using(db)
+                   .filter(pk=pk, next_run=schedule.next_run, repeats=schedule.repeats)
+                   .update(next_run=next_run, repeats=repeats,
+                           anchor=schedule.anchor or schedule.next_run))
+        if not claimed:  # another cluster ran this slot, or someone edited the schedule
+            return 0
+        task_id = None
+        for slot in runs:
+            task_id = enqueue(schedule, slot, config)
+        if schedule.schedule_type == Schedule.ONCE and schedule.repeats < 0:
+            Schedule.objects.using(db).filter(pk=pk).delete()
+        else:
+            Schedule.objects.using(db).filter(pk=pk).update(task=task_id)
+    return len(runs)
+
+
+def plan(schedule: Schedule, now: dt.datetime,
+         catch_up: bool) -> tuple[list[dt.datetime], dt.datetime | None, int]:
+    """The slots to run now, and the schedule's ``next_run`` and ``repeats`` after them."""
+    zone = schedule.zone()
+    repeats = schedule.repeats
+    runs: list[dt.datetime] = []
+    slot: dt.datetime | None = schedule.next_run
+    while slot is not None and slot <= now and repeats and len(runs) < CATCH_UP_BATCH:
+        runs.append(slot)
+        repeats -= 1  # negative counts on down: -1, -2, ... (never reaches 0)
+        slot = schedule.slot_after(slot, zone)
+        if not catch_up:
+            slot = schedule.slot_after(now, zone) if slot is not None and slot <= now else slot
+            break
+    if schedule.schedule_type == Schedule.ONCE:
+        return runs, schedule.next_run, 0
+    return runs, slot, repeats
+
+
+def enqueue(schedule: Schedule, slot: dt.datetime, config: Config) -> str:
+    """Send the task of one slot; return its id."""
+    from qhive_django.tasks import _submit
+
+    options, kwargs = split_options(schedule.kwargs or {})
+    if schedule.intended_date_kwarg:
+        kwargs[schedule.intended_date_kwarg] = slot.isoformat()
+    if schedule.hook:
+        options["hook"] = schedule.hook
+    options.setdefault("group", schedule.name or str(schedule.pk))
+    options["cluster"] = schedule.cluster or options.get("cluster") or config.cluster_name
+    task_id = _submit(schedule.func, tuple(schedule.args or ()), kwargs, options,
+                     task_id=derived_id(f"schedule-{schedule.pk}", slot.isoformat()),
+                     raise_errors=False)
+    logger.info("created task %s from schedule [%s] for %s", task_id,
+                schedule.name or schedule.pk, slot.isoformat())
+    return task_id
+
+
+class Scheduler(threading.Thread):
+    """The scheduler thread of one cluster."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(name="qhive-scheduler", daemon=True)
+        self.config = config
+        self.stopping = threading.Event()
+        self._failed: dict[int, float] = {}  # schedule id -> when to try it again
+
+    def run(self) -> None:
+        logger.info("scheduler running (looks every %ss, and whenever a schedule is due)",
+                    self.config.scheduler_interval)
+        try:
+            while not self.stopping.is_set():
+                self.stopping.wait(self.run_once())
+        finally:
+            close_old_connections()
+            from django.db import connections
+
+            connections.close_all()
+
+    def run_once(self) -> float:
+        """One pass; return the seconds to sleep before the next."""
+        interval = self.config.scheduler_interval
+        clock = time.monotonic()
+        self._failed = {pk: at for pk, at in self._failed.items() if at > clock}
+        try:
+            close_old_connections()
+            _created, failed = run_due(self.config, skip=set(self._failed),
+                                      stopping=self.stopping)
+            self._failed.update(dict.fromkeys(failed, clock + interval))
+            earliest = (schedules_of(self.config).exclude(pk__in=list(self._failed))
+                        .aggregate(at=Min("next_run"))["at"])
+        except Exception as exc:  # the database is away: try again later
+            logger.error("scheduler: %s: %s; next look in %ss", type(exc).__name__, exc, interval)
+            return interval
+        if earliest is None:
+            return interval
+        return min(interval, max(0.0, (earliest - timezone.now()).total_seconds()))
+
+    def stop(self, timeout: float = 10) -> None:
+        self.stopping.set()
+        self.join(timeout)
+
+
+_running: dict[int, Scheduler] = {}
+
+
+def start_for(cluster: Any) -> None:
+    """Start the scheduler of ``cluster`` (if its ``scheduler`` setting is on)."""
+    if cluster.config.scheduler:
+        scheduler = Scheduler(cluster.config)
+        _running[id(cluster)] = scheduler
+        scheduler.start()
+
+
+def stop_for(cluster: Any) -> None:
+    scheduler = _running.pop(id(cluster), None)
+    if scheduler is not None:
+        scheduler.stop()
