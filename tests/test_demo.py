@@ -35,10 +35,15 @@ def test_demo_runs_tasks_on_a_real_cluster_and_exits_0(tmp_path):
     # The hooks ran in the cluster; it stopped cleanly on SIGTERM.
     assert "hook calls seen: 45 " in output
     assert re.search(r"hook got [a-z-]+: slow_square\(1\) returned 1$", output, re.M), output
-    assert re.search(r"qcluster \| .* stopped \(346 processed, 5 failed\)", output), output
+    # The schedule ran three times, once per slot, then paused itself.
+    assert "schedule 'heartbeat' (every second, repeats=3): ran 3 times, now repeats=0" in output
+    assert len(re.findall(r"^  slot \d\d:\d\d:\d\d: finished \d+ ms after it was due$", output,
+                          re.M)) == 3, output
+    assert re.search(r"qcluster \| .* stopped \(349 processed, 5 failed\)", output), output
     assert "cluster exited with code 0" in output
     assert re.search(r"^demo OK: 346 tasks run by a real cluster, 341 results checked, "
-                     r"5 failures as intended, 45 hook calls, [\d,]+ tasks/s, [\d.]+ s in all$",
+                     r"5 failures as intended, 45 hook calls, 3 scheduled runs, [\d,]+ tasks/s, "
+                     r"[\d.]+ s in all$",
                      output, re.M), output
     assert (tmp_path / "db.sqlite3").exists()
     assert "Processed 'demo_project.tasks.collatz_steps'" in (tmp_path / "qcluster.log").read_text()

@@ -15,8 +15,9 @@ T = "qhive_testkit.tasks"
 
 
 def test_importing_the_app_reads_no_settings_and_loads_no_plugin():
+    # (qhive_django.models defines Schedule: like every models module, it needs Django set up.)
     code = """
-import qhive_django, qhive_django.tasks, qhive_django.models, qhive_django.signals
+import qhive_django, qhive_django.tasks, qhive_django.signals, qhive_django.recurrence
 import qhive_django.hooks, qhive_django.checks, qhive_django.runtime, qhive_django.apps
 import qhive.plugins
 assert qhive.plugins._manager is None

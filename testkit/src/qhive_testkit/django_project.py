@@ -8,6 +8,8 @@ calls ``django.setup()`` and migrates every alias. Cluster processes started
 by tests use the same settings through :meth:`DjangoProject.env`. Databases are
 dropped at the end of the session.
 
+``admin_client`` is a Django test client logged in as a superuser of its own.
+
 Use it from a ``conftest.py``::
 
     from qhive_testkit.django_project import database, django_project  # noqa: F401
@@ -205,3 +207,20 @@ def database(request, django_project) -> str:
     if request.param not in django_project.aliases:
         pytest.skip(f"{request.param} came up after the test session started")
     return request.param
+
+
+@pytest.fixture
+def admin_client(django_project):
+    """A test client logged in as a superuser of its own (deleted afterwards)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client, override_settings
+
+    username, password = f"admin-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    user = get_user_model().objects.create_superuser(username, f"{username}@example.com",
+                                                     password)
+    client = Client()
+    assert client.login(username=username, password=password)
+    with override_settings(ALLOWED_HOSTS=["testserver"]):  # the client's host name
+        yield client
+    client.logout()
+    user.delete()

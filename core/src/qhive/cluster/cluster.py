@@ -379,6 +379,8 @@ class Cluster:
         stat.busy = sum(w.busy for w in self.workers)
         stat.processed = self.monitor.processed
         stat.failed = self.monitor.failed
+        stat.configured_workers = self.config.workers
+        stat.queue_limit = self.config.queue_limit
         return stat
 
     def _save_stat(self) -> None:
