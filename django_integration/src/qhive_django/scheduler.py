@@ -69,44 +69,42 @@ def run_due(config: Config, now: dt.datetime | None = None,
     :return: the number of tasks created, and the ids of schedules that failed.
     """
     now = now or timezone.now()
-    due = (schedules_of(config).filter(next_run__lte=now).exclude(pk__in=skip)
-           .order_by("next_run").values_list("pk", flat=True))
+    due = schedules_of(config).filter(next_run__lte=now).exclude(pk__in=skip).order_by("next_run")
     created, failed = 0, set()
-    for pk in due:
+    for schedule in due:
         if stopping is not None and stopping.is_set():
             break
         try:
-            created += run_schedule(pk, config, now)
+            created += run_schedule(schedule, config, now)
         except Exception as exc:
-            failed.add(pk)
+            failed.add(schedule.pk)
             logger.error("schedule %s could not run: %s: %s; it is tried again in %ss",
-                         pk, type(exc).__name__, exc, config.scheduler_interval,
+                         schedule.pk, type(exc).__name__, exc, config.scheduler_interval,
                          exc_info=logger.isEnabledFor(logging.DEBUG))
     return created, failed
 
 
-def run_schedule(pk: int, config: Config, now: dt.datetime) -> int:
-    """Run the due slots of one schedule; return how many tasks were created."""
-    db = router.db_for_write(Schedule)
-    schedule = Schedule.objects.using(db).filter(pk=pk).first()
-    if schedule is None or not schedule.repeats or schedule.next_run is None \
-            or schedule.next_run > now:
-        return 0
+def run_schedule(schedule: Schedule, config: Config, now: dt.datetime) -> int:
+    """Run the due slots of ``schedule`` (as read); return how many tasks were created."""
     runs, next_run, repeats = plan(schedule, now, config.catch_up)
+    if not runs:
+        return 0
+    task_ids = [derived_id(f"schedule-{schedule.pk}", slot.isoformat()) for slot in runs]
+    db = router.db_for_write(Schedule)
     with transaction.atomic(using=db):
-        claimed = (Schedule.objects.using(db)
-                   .filter(pk=pk, next_run=schedule.next_run, repeats=schedule.repeats)
-                   .update(next_run=next_run, repeats=repeats,
-                           anchor=schedule.anchor or schedule.next_run))
-        if not claimed:  # another cluster ran this slot, or someone edited the schedule
-            return 0
-        task_id = None
-        for slot in runs:
-            task_id = enqueue(schedule, slot, config)
+        # The claim: it matches no row if another cluster ran this slot meanwhile (or
+        # someone edited the schedule); the row lock holds others off until the commit.
+        as_read = Schedule.objects.using(db).filter(
+            pk=schedule.pk, next_run=schedule.next_run, repeats=schedule.repeats)
         if schedule.schedule_type == Schedule.ONCE and schedule.repeats < 0:
-            Schedule.objects.using(db).filter(pk=pk).delete()
+            claimed = as_read.delete()[0]
         else:
-            Schedule.objects.using(db).filter(pk=pk).update(task=task_id)
+            claimed = as_read.update(next_run=next_run, repeats=repeats, task=task_ids[-1],
+                                     anchor=schedule.anchor or schedule.next_run)
+        if not claimed:
+            return 0
+        for slot, task_id in zip(runs, task_ids, strict=True):
+            enqueue(schedule, slot, task_id, config)
     return len(runs)
 
 
@@ -129,8 +127,8 @@ def plan(schedule: Schedule, now: dt.datetime,
     return runs, slot, repeats
 
 
-def enqueue(schedule: Schedule, slot: dt.datetime, config: Config) -> str:
-    """Send the task of one slot; return its id."""
+def enqueue(schedule: Schedule, slot: dt.datetime, task_id: str, config: Config) -> None:
+    """Send the task of one slot."""
     from qhive_django.tasks import _submit
 
     options, kwargs = split_options(schedule.kwargs or {})
@@ -140,12 +138,10 @@ def enqueue(schedule: Schedule, slot: dt.datetime, config: Config) -> str:
         options["hook"] = schedule.hook
     options.setdefault("group", schedule.name or str(schedule.pk))
     options["cluster"] = schedule.cluster or options.get("cluster") or config.cluster_name
-    task_id = _submit(schedule.func, tuple(schedule.args or ()), kwargs, options,
-                     task_id=derived_id(f"schedule-{schedule.pk}", slot.isoformat()),
-                     raise_errors=False)
+    _submit(schedule.func, tuple(schedule.args or ()), kwargs, options, task_id=task_id,
+            raise_errors=False)
     logger.info("created task %s from schedule [%s] for %s", task_id,
                 schedule.name or schedule.pk, slot.isoformat())
-    return task_id
 
 
 class Scheduler(threading.Thread):
