@@ -154,8 +154,9 @@ class Schedule(models.Model):
         return self.func
 
     @classmethod
-    def from_db(cls, db: Any, field_names: Any, values: Any) -> Schedule:
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, db: Any, field_names: Any, values: Any, *args: Any,
+                **kwargs: Any) -> Schedule:  # Django 6.1 adds fetch_mode
+        instance = super().from_db(db, field_names, values, *args, **kwargs)
         instance._loaded_next_run = instance.__dict__.get("next_run")
         return instance
 
