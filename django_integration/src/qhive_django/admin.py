@@ -34,7 +34,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from qhive.errors import ConfigError
 
-from qhive_django.conf import get_config
+from qhive_django.conf import get_config, known_clusters
 from qhive_django.models import Schedule
 
 __all__ = ["ScheduleAdmin", "ScheduleForm"]
@@ -73,14 +73,9 @@ class ScheduleForm(forms.ModelForm):
         try:
             get_config(cluster)
         except ConfigError:
-            try:
-                root = get_config()
-                known = ", ".join(repr(c) for c in (root.cluster_name, *root.alt_cluster_names))
-            except ConfigError as exc:
-                known = f"none (Q_CLUSTER is invalid: {exc})"
             raise forms.ValidationError(
                 f"No cluster of these settings is named {cluster!r}, so this schedule would "
-                f"never run. Clusters: {known} (Q_CLUSTER['name'] and the keys of "
+                f"never run. Clusters: {known_clusters()} (Q_CLUSTER['name'] and the keys of "
                 f"Q_CLUSTER['ALT_CLUSTERS']); leave it empty for the default cluster."
             ) from None
         return cluster

@@ -58,6 +58,19 @@ def get_config(cluster: str | None = None) -> Config:
     return config
 
 
+def known_clusters() -> str:
+    """The clusters these settings define, for messages: ``'mysite', 'long'`` (the root
+    cluster, then the keys of ``ALT_CLUSTERS``), or why there are none."""
+    from qhive.errors import ConfigError
+
+    try:
+        config = get_config()
+    except ConfigError as exc:
+        return f"none (Q_CLUSTER is invalid: {exc})"
+    return ", ".join(repr(name) for name in dict.fromkeys([config.name,
+                                                           *config.alt_cluster_names]))
+
+
 def get_pipeline(cluster: str | None = None) -> Pipeline:
     """The task pipeline of ``cluster`` in this process; its queue is the cluster's name."""
     from qhive.pipeline import Pipeline

@@ -205,6 +205,8 @@ def test_a_move_no_cluster_can_run_is_refused(admin_client, cluster, database):
     assert response.status_code == 200
     assert ("No cluster of these settings consumes queue 'nobody-consumes-this', so the task "
             "would never run.") in text_of(response)
+    name = cluster["name"]
+    assert f"Queues: '{name}', '{name}-alt', '{name}-json'" in text_of(response)
     response = edit(admin_client, row, f"{cluster['name']}-json", row.visible_at)
     assert response.status_code == 200
     assert (f"Cluster '{cluster['name']}-json' cannot read this task's package (package was "

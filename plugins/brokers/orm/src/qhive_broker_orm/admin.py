@@ -135,19 +135,14 @@ class QueuedTaskForm(forms.ModelForm):
         queue = self.cleaned_data["queue"]
         if queue == self.instance.queue:
             return queue
-        from qhive_django.conf import get_config
+        from qhive_django.conf import known_clusters
 
         try:
             pipeline = _pipeline_of(queue)
         except ConfigError:
-            try:
-                root = get_config()
-                known = ", ".join(repr(q) for q in (root.queue, *root.alt_cluster_names))
-            except ConfigError as exc:
-                known = f"none (Q_CLUSTER is invalid: {exc})"
             raise forms.ValidationError(
                 f"No cluster of these settings consumes queue {queue!r}, so the task would "
-                f"never run. Queues: {known} (Q_CLUSTER['name'] and the keys of "
+                f"never run. Queues: {known_clusters()} (Q_CLUSTER['name'] and the keys of "
                 f"Q_CLUSTER['ALT_CLUSTERS'])."
             ) from None
         try:
