@@ -252,21 +252,6 @@ def test_functions_refuse_an_unreachable_broker(q_cluster):
         monitor.info(broker=DeadBroker(), stream=io.StringIO())
 
 
-@pytest.mark.parametrize("command", ["qmonitor", "qinfo", "qmemory"])
-def test_commands_say_how_to_install_blessed(q_cluster, monkeypatch, command):
-    q_cluster()
-    monkeypatch.setitem(sys.modules, "blessed", None)  # import blessed raises ImportError
-    with pytest.raises(CommandError, match=re.escape("pip install 'blessed>=1.20'")):
-        run(command, "--run-once") if command != "qinfo" else run(command)
-
-
-def test_qmemory_says_how_to_install_psutil(q_cluster, monkeypatch):
-    q_cluster()
-    monkeypatch.setitem(sys.modules, "psutil", None)
-    with pytest.raises(CommandError, match="pip install psutil"):
-        run("qmemory", "--run-once")
-
-
 # --------------------------------------------------------------------------- qinfo
 
 

@@ -351,10 +351,10 @@ def test_the_scheduler_sleeps_until_the_next_schedule_is_due(q_cluster):
     thread = scheduler.Scheduler(get_config())
     assert thread.run_once() == 30, "nothing scheduled: the interval"
     schedule(f"{T}.add", 1, 1, schedule_type="S", seconds=10,
-             next_run=timezone.now() + dt.timedelta(seconds=5))
-    assert 3 < thread.run_once() <= 5
+             next_run=timezone.now() + dt.timedelta(seconds=20))
+    assert 5 < thread.run_once() <= 20, "until the schedule is due (a loaded machine: slack)"
     schedule(f"{T}.add", 1, 1, next_run=timezone.now() - dt.timedelta(seconds=5))
-    assert thread.run_once() <= 5 and queued() == 1
+    assert thread.run_once() <= 20 and queued() == 1
 
 
 @pytest.mark.parametrize("clusters", [2, 4])

@@ -29,13 +29,11 @@ from django.contrib.admin.views.main import ChangeList
 from django.db import router
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from qhive.errors import ConfigError
 
 from qhive_django.conf import get_config, known_clusters
-from qhive_django.models import Schedule
+from qhive_django.models import Schedule, result_link
 
 __all__ = ["ScheduleAdmin", "ScheduleForm"]
 
@@ -155,13 +153,7 @@ class ScheduleAdmin(admin.ModelAdmin):
         if last is None:
             return None
         name, success = last
-        page = "success" if success else "failure"
-        try:
-            url = reverse(f"admin:{RESULTS_APP}_{page}_change", args=(schedule.task,),
-                          current_app=self.admin_site.name)
-        except NoReverseMatch:  # the result pages are not registered on this site
-            return f"[{name}]"
-        return format_html('<a href="{}">[{}]</a>', url, name)
+        return result_link(schedule.task, name, success, self.admin_site.name)
 
     @admin.display(description=_("success"), boolean=True)
     def success(self, schedule: Schedule) -> bool | None:

@@ -237,14 +237,7 @@ class Schedule(models.Model):
     def last_run(self) -> str | None:
         """An admin link to the last task this schedule created (ORM result store)."""
         task = self._last_task()
-        if task is None:
-            return None
-        model = "success" if task.success else "failure"
-        try:
-            url = reverse(f"admin:qhive_store_orm_{model}_change", args=(task.id,))
-        except NoReverseMatch:
-            return None
-        return format_html('<a href="{}">[{}]</a>', url, task.name)
+        return None if task is None else result_link(task.id, task.name, task.success)
 
     def _last_task(self) -> Any:
         """The result of the last task, from its cluster's result store (or None)."""
@@ -259,6 +252,18 @@ class Schedule(models.Model):
         except ConfigError:  # a cluster these settings do not know
             store = get_pipeline().result_store
         return store.get(self.task)
+
+
+def result_link(task_id: str, name: str, success: bool, current_app: str | None = None) -> str:
+    """``[name]``, linked to the task's page among the successful or failed tasks of the
+    admin (plain text when those pages are not registered)."""
+    page = "success" if success else "failure"
+    try:
+        url = reverse(f"admin:qhive_store_orm_{page}_change", args=(task_id,),
+                      current_app=current_app)
+    except NoReverseMatch:
+        return f"[{name}]"
+    return format_html('<a href="{}">[{}]</a>', url, name)
 
 
 def _aware(value: dt.datetime, zone: dt.tzinfo) -> dt.datetime:

@@ -23,13 +23,13 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from qhive.cluster.stat import STARTING, STOPPED, STOPPING, WORKING
 from qhive.cluster.stat import Stat as CoreStat
-from qhive.errors import BrokerConnectionError, QhiveError
+from qhive.errors import BrokerConnectionError
 
 if TYPE_CHECKING:
     from blessed import Terminal
     from qhive.contracts import Broker, ResultStore
 
-__all__ = ["MissingDependency", "Stat", "check_broker", "cluster_ids", "config_lines", "info",
+__all__ = ["Stat", "check_broker", "cluster_ids", "config_lines", "info",
            "memory", "monitor", "summary"]
 
 T = TypeVar("T")
@@ -49,10 +49,6 @@ NO_CLUSTERS = "No clusters appear to be running."
 PRESS_Q = "[Press q to quit]"
 OTHER_HOST = "other host"
 _MB = 1000**2
-
-
-class MissingDependency(QhiveError, ImportError):
-    """A monitoring screen needs a package that is not installed."""
 
 
 # --------------------------------------------------------------------------- Stat
@@ -258,13 +254,9 @@ def config_lines() -> list[str]:
 # --------------------------------------------------------------------------- terminal
 
 
-def _terminal(stream: IO[str] | None, command: str) -> Terminal:
-    try:
-        import blessed
-    except ImportError as exc:
-        raise MissingDependency(
-            f"{command} draws its screen with blessed, which is not installed: "
-            f"pip install 'blessed>=1.20'") from exc
+def _terminal(stream: IO[str] | None) -> Terminal:
+    import blessed  # a dependency of qhive-django; imported by the screens only
+
     return blessed.Terminal(stream=stream if stream is not None else sys.stdout)
 
 
@@ -429,14 +421,13 @@ def monitor(run_once: bool = False, broker: Broker | None = None, *,
     until q, Q or Ctrl-C; with ``run_once``, one screen as plain lines.
 
     :returns: the stats last shown (as Django Q's ``monitor()`` returns ``Stat.get_all()``).
-    :raises MissingDependency: blessed is not installed.
     :raises BrokerConnectionError: the broker cannot be reached at start. Later
         failures are shown on the screen, which keeps refreshing.
     """
     from qhive_django.conf import get_pipeline
 
     stream = stream if stream is not None else sys.stdout
-    term = _terminal(stream, "qmonitor")
+    term = _terminal(stream)
     broker = broker if broker is not None else default_broker()
     check_broker(broker)
     sampler = _Sampler(broker, lambda: get_pipeline().result_store)
@@ -460,7 +451,7 @@ def info(broker: Broker | None = None, *, stream: IO[str] | None = None) -> bool
     from qhive_django.conf import get_pipeline
 
     stream = stream if stream is not None else sys.stdout
-    term = _terminal(stream, "qinfo")
+    term = _terminal(stream)
     broker = broker if broker is not None else default_broker()
     check_broker(broker)
     numbers = summary(broker, get_pipeline().result_store, Stat.get_all(broker))
@@ -547,9 +538,10 @@ class _MemoryWatch:
 
 
 def _now() -> dt.datetime:
+    from django.conf import settings
     from django.utils import timezone
 
-    return timezone.localtime() if timezone.is_aware(timezone.now()) else dt.datetime.now()
+    return timezone.localtime() if settings.USE_TZ else dt.datetime.now()
 
 
 def _memory_frame(term: Terminal, watch: _MemoryWatch, stats: Sequence[CoreStat],
@@ -577,15 +569,10 @@ def memory(run_once: bool = False, workers: bool = False, broker: Broker | None 
     Clusters on other hosts show ``other host``: psutil measures local processes only.
 
     :returns: the stats last shown (as Django Q's ``memory()``).
-    :raises MissingDependency: blessed or psutil is not installed.
     """
     stream = stream if stream is not None else sys.stdout
-    term = _terminal(stream, "qmemory")
-    try:
-        import psutil
-    except ImportError as exc:
-        raise MissingDependency("qmemory measures processes with psutil, which is not "
-                                "installed: pip install psutil") from exc
+    term = _terminal(stream)
+    import psutil  # a dependency of qhive (the cluster sets cpu affinity with it)
     broker = broker if broker is not None else default_broker()
     check_broker(broker)
     watch = _MemoryWatch(psutil)

@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any
 
-from django.db import close_old_connections, router, transaction
+from django.db import close_old_connections, connections, router, transaction
 from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 from qhive.config import Config
@@ -119,8 +119,9 @@ def plan(schedule: Schedule, now: dt.datetime,
         runs.append(slot)
         repeats -= 1  # negative counts on down: -1, -2, ... (never reaches 0)
         slot = schedule.slot_after(slot, zone)
-        if not catch_up:
-            slot = schedule.slot_after(now, zone) if slot is not None and slot <= now else slot
+        if not catch_up:  # one run, then the first slot after now
+            if slot is not None and slot <= now:
+                slot = schedule.slot_after(now, zone)
             break
     if schedule.schedule_type == Schedule.ONCE:
         return runs, schedule.next_run, 0
@@ -160,10 +161,7 @@ class Scheduler(threading.Thread):
             while not self.stopping.is_set():
                 self.stopping.wait(self.run_once())
         finally:
-            close_old_connections()
-            from django.db import connections
-
-            connections.close_all()
+            connections.close_all()  # this thread's; the cluster goes on without them
 
     def run_once(self) -> float:
         """One pass; return the seconds to sleep before the next."""

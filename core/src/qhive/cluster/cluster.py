@@ -99,7 +99,8 @@ class Cluster:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._ctx = _mp_context(setup)
-        self._stat = Stat(self.cluster_id, config.cluster_name, socket.gethostname(), self.pid)
+        self._stat = Stat(self.cluster_id, config.cluster_name, socket.gethostname(), self.pid,
+                          configured_workers=config.workers, queue_limit=config.queue_limit)
         self.pusher = Pusher(self.pipeline, self._room, self._wake)
         self.monitor = Monitor(self.pipeline)
         self.started = threading.Event()  # set once workers run (tests, embedding)
@@ -379,8 +380,6 @@ class Cluster:
         stat.busy = sum(w.busy for w in self.workers)
         stat.processed = self.monitor.processed
         stat.failed = self.monitor.failed
-        stat.configured_workers = self.config.workers
-        stat.queue_limit = self.config.queue_limit
         return stat
 
     def _save_stat(self) -> None:

@@ -11,8 +11,7 @@ from qhive.errors import QhiveError
 
 class Command(BaseCommand):
     help = ("Show the available memory of this host and the resident memory of each "
-            "cluster's sentinel, forkserver and workers, refreshed every second; q quits. "
-            "Needs psutil.")
+            "cluster's sentinel, forkserver and workers, refreshed every second; q quits.")
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--run-once", action="store_true",

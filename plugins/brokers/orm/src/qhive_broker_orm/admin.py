@@ -35,10 +35,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
-from qhive.errors import BadSignature, ConfigError
+from qhive.errors import BadSignature, ConfigError, QhiveError
 from qhive.task import func_name
 
-from qhive_broker_orm.broker import notify_channel
+from qhive_broker_orm.broker import OrmBroker, notify_channel
 from qhive_broker_orm.models import QueuedTask
 
 __all__ = ["QueueAdmin", "decode_payload", "queue_database"]
@@ -55,18 +55,16 @@ _GONE = "_qhive_row_gone"
 
 
 def queue_database() -> str | None:
-    """The database alias of the root cluster's ORM broker, or None when Django's
-    router decides (another broker is configured, or ``Q_CLUSTER`` is invalid)."""
-    try:
-        # qhive_django depends on this package, not the other way round: import late.
-        from qhive_django.conf import get_config
+    """The database of the root cluster's ORM broker, or None when another broker is
+    configured or ``Q_CLUSTER`` is broken (the system checks say why)."""
+    # qhive_django depends on this package, not the other way round: import late.
+    from qhive_django.conf import get_pipeline
 
-        config = get_config()
-    except (ImportError, ConfigError):  # the system checks report a bad Q_CLUSTER
+    try:
+        broker = get_pipeline().broker
+    except QhiveError:
         return None
-    if config.broker != "orm":
-        return None
-    return config.broker_options.get("orm") or None
+    return broker.alias if isinstance(broker, OrmBroker) else None
 
 
 def _pipeline_of(queue: str) -> Any:

@@ -36,10 +36,11 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, QhiveError
 
 from qhive_store_orm.codec import UnreadableValue
 from qhive_store_orm.models import Failure, Success, Task
+from qhive_store_orm.store import OrmResultStore
 
 __all__ = ["FailAdmin", "TaskAdmin", "error_line", "resubmit_task", "results_database"]
 
@@ -57,18 +58,16 @@ class CannotResubmit(Exception):
 
 
 def results_database() -> str | None:
-    """The database alias the ORM result store of the root cluster writes to, or
-    None when Django's router decides (no ``database`` option, another store)."""
-    try:
-        # qhive_django depends on this package, not the other way round: import late.
-        from qhive_django.conf import get_config
+    """The database the root cluster's ORM result store reads and writes, or None when
+    another store is configured or ``Q_CLUSTER`` is broken (the system checks say why)."""
+    # qhive_django depends on this package, not the other way round: import late.
+    from qhive_django.conf import get_pipeline
 
-        config = get_config()
-    except (ImportError, ConfigError):  # the system checks report a bad Q_CLUSTER
+    try:
+        store = get_pipeline().result_store
+    except QhiveError:
         return None
-    if config.result_store != "orm":
-        return None
-    return config.result_store_options.get("database") or None
+    return store.alias if isinstance(store, OrmResultStore) else None
 
 
 def error_line(text: str) -> str:
