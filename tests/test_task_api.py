@@ -100,7 +100,8 @@ def test_groups(store):
         assert count_group(group) == 0 and fetch(ids[0]).group is None
     else:
         assert delete_group(group) == 4, "the cache store deletes the group's results"
-        assert count_group(group) == 0 and fetch(ids[0]) is None
+        # Django Q2: a group the cache does not know counts None
+        assert count_group(group) is None and fetch(ids[0]) is None
 
 
 def test_async_task_object_and_its_group(store):
@@ -128,7 +129,7 @@ def test_async_iter_collates_every_part_in_order(store):
     collated = fetch(group)
     assert collated.success and collated.args == tuple((i, 1000) for i in range(20))
     # the collated result is saved first, then the parts are deleted
-    wait_until(lambda: count_group(group) == 0, within=60, what="the parts to be deleted")
+    wait_until(lambda: not count_group(group), within=60, what="the parts to be deleted")
 
 
 def test_iter_object(store):
@@ -151,8 +152,10 @@ def test_async_chain_with_an_unsaved_and_a_failing_link(store):
 
     group = async_chain([(f"{T}.add", (1, 1), {"save": False}), (f"{T}.boom", ("link",)),
                          (f"{T}.add", (2, 2))])
-    # save=False: no result of the first link (Django Q2 would stop the chain there)
-    assert result_group(group, count=2, wait=WAIT) == [4]
+    # save=False: no result of the first link in the result store (Django Q2 would stop the
+    # chain there); the cache keeps it whatever save says, as Django Q2's cache does.
+    kept = [4, 2] if store == "cache" else [4]
+    assert result_group(group, count=len(kept) + 1, wait=WAIT) == kept
     assert count_group(group, failures=True) == 1
     tasks = fetch_group(group)
     assert tasks[0].func == f"{T}.add" and tasks[0].result == 4, "the last link ran last"

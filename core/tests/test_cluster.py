@@ -5,6 +5,7 @@ here); its workers are real processes. Cluster tests against real brokers and
 databases, started as `manage.py qcluster`, live with the Django app.
 """
 
+import logging
 import os
 import signal
 import threading
@@ -183,3 +184,96 @@ def test_cpu_affinity_pins_each_worker(start_cluster):
     cluster = start_cluster(cpu_affinity=1)
     pinned = [psutil.Process(pid).cpu_affinity() for pid in cluster.stat.workers]
     assert pinned == [[0], [1]]
+
+
+def run_until_stopped(cluster, within=120.0):
+    """Run ``cluster`` in a thread; return its exit code once it stops by itself."""
+    codes = []
+    thread = threading.Thread(target=lambda: codes.append(cluster.run()), daemon=True)
+    thread.start()
+    thread.join(within)
+    if thread.is_alive():
+        cluster.stop()
+        cluster.stop()
+        thread.join(60)
+        pytest.fail(f"the cluster did not stop by itself within {within} s")
+    return codes[0]
+
+
+def make_cluster(**settings):
+    q_cluster = {"name": f"c{uuid.uuid4().hex[:8]}", "broker": "memory",
+                 "result_store": "memory", "workers": 2, "guard_cycle": 0.1, **settings}
+    return Config.from_dict(q_cluster, secret_key="cluster-secret")
+
+
+def test_a_sentinel_thread_that_dies_stops_the_cluster_non_zero(fresh_plugins, monkeypatch,
+                                                                 caplog):
+    from qhive.cluster.pusher import Pusher
+
+    def broken(self):
+        raise RuntimeError("pusher bug")
+
+    monkeypatch.setattr(Pusher, "_run", broken)
+    with caplog.at_level(logging.CRITICAL, logger="qhive.cluster"):
+        assert run_until_stopped(Cluster(make_cluster())) == 1
+    assert "the pusher thread stopped unexpectedly (RuntimeError: pusher bug); stopping the " \
+           "cluster" in caplog.text
+
+
+def test_a_watched_thread_that_ends_stops_the_cluster_non_zero(fresh_plugins, caplog):
+    cluster = Cluster(make_cluster())
+    activity = threading.Thread(target=lambda: time.sleep(1), daemon=True)
+    cluster.watch(activity, "scheduler")
+    threading.Thread(target=lambda: cluster.started.wait(60) and activity.start(),
+                     daemon=True).start()
+    with caplog.at_level(logging.CRITICAL, logger="qhive.cluster"):
+        assert run_until_stopped(cluster) == 1
+    assert "the scheduler thread stopped unexpectedly" in caplog.text
+
+
+def test_workers_that_die_as_they_start_stop_the_cluster_with_the_cause(fresh_plugins,
+                                                                         caplog):
+    cluster = Cluster(make_cluster(), setup="qhive_testkit.tasks.boom")
+    with caplog.at_level(logging.ERROR, logger="qhive.cluster"):
+        assert run_until_stopped(cluster) == 1
+    assert "workers die as they start (3 in a row): ValueError: boom; stopping the cluster" \
+           in caplog.text
+
+
+def test_a_failing_store_holds_the_intake_and_renews_receipts(fresh_plugins, monkeypatch):
+    """While results cannot be saved no task beyond ``queue_limit`` is taken, and no task
+    runs twice although ``retry`` passes several times."""
+    from qhive.builtin.memory import MemoryResultStore
+
+    down = threading.Event()
+    down.set()
+    save_many = MemoryResultStore.save_many
+
+    def failing(self, results):
+        if down.is_set():
+            raise ConnectionError("store down")
+        return save_many(self, results)
+
+    monkeypatch.setattr(MemoryResultStore, "save_many", failing)
+    cluster = Cluster(make_cluster(retry=1, queue_limit=3))
+    thread = threading.Thread(target=cluster.run, daemon=True)
+    thread.start()
+    assert cluster.started.wait(60)
+    p = cluster.pipeline
+    ids = [p.enqueue(f"{T}.add", (i, 1)) for i in range(50)]
+    time.sleep(4)  # four 'retry' periods
+    assert cluster.monitor.unsaved <= 3 + 2 and p.broker.queue_size() >= 50 - 3 - 2 - 2
+    down.clear()
+    results = wait_for(p.result_store, ids)
+    assert all(r.attempt_count == 1 for r in results)  # no failure, no second delivery
+    assert cluster.monitor.processed == 50
+    cluster.stop()
+    thread.join(60)
+
+
+def test_outage_back_off_stays_short():
+    from qhive.cluster.outage import MAX_BACKOFF, Outage
+
+    outage = Outage("broker")
+    delays = [outage.failed(ConnectionError("down"), "test") for _ in range(30)]
+    assert max(delays) == MAX_BACKOFF <= 2.0 and delays[0] < 0.5

@@ -240,8 +240,7 @@ def test_legacy_broker_keys_follow_django_q2_priority():
 
 
 @pytest.mark.parametrize(("key", "value", "broker", "options"), [
-    ("broker_class", "myapp.brokers.Custom", "myapp.brokers.Custom",
-     {"broker_class": "myapp.brokers.Custom"}),
+    ("broker_class", "myapp.brokers.Custom", "myapp.brokers.Custom", {}),  # see drivers
     ("iron_mq", {"token": "t", "project_id": "p"}, "ironmq",
      {"iron_mq": {"token": "t", "project_id": "p"}}),
     ("sqs", {"aws_region": "us-east-1"}, "sqs", {"sqs": {"aws_region": "us-east-1"}}),

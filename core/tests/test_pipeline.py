@@ -191,3 +191,62 @@ def test_missing_secret_key_is_a_clear_error(fresh_plugins):
     p = Pipeline(Config.from_dict({"broker": "memory", "result_store": "memory"}))
     with pytest.raises(ConfigError, match="needs a secret key"):
         p.enqueue(f"{T}.add", (1, 2))
+
+
+@pytest.mark.parametrize(("package", "reason"), [
+    ([1, 2, 3], "the package holds a list, not a task dict"),
+    ({"func": f"{T}.add", "args": (1, 2), "kwargs": {}}, "the task package has no 'id'"),
+    ({"id": "x", "func": f"{T}.add", "args": 5, "kwargs": {}, "started": None},
+     "the task package's 'args' must be a tuple or list, got int"),
+    ({"id": "x", "func": 42, "args": (), "kwargs": {}, "started": None},
+     "the task package's 'func' must be a dotted path or a callable, got int"),
+])
+def test_signed_packages_that_are_not_tasks_are_failed_and_never_run(make_pipeline, caplog,
+                                                                      package, reason):
+    p = make_pipeline()
+    p.broker.enqueue(p.codec.encode(package))
+    with caplog.at_level(logging.ERROR, logger="qhive"):
+        assert p.drain() == []
+    assert reason in caplog.text
+    assert p.broker.queue_size() == 0 and p.broker.lock_size() == 0  # failed, not redelivered
+
+
+def test_a_failure_shows_the_task_frames_first(make_pipeline):
+    """Not pluggy's and qhive's frames that lead to the task; all of them when the
+    error is qhive's own."""
+    failure = run_one(make_pipeline(), f"{T}.boom", "bad")
+    frames = [line for line in failure.result.splitlines() if line.startswith('  File "')]
+    assert frames and "qhive_testkit/tasks.py" in frames[0], failure.result
+    assert not any("pluggy" in f or "qhive/pipeline.py" in f for f in frames), failure.result
+    missing = run_one(make_pipeline(), "qhive_testkit.no_such.func")
+    assert "qhive/task.py" in missing.result  # qhive's error: qhive's frames are the story
+
+
+def test_a_broken_task_succeeded_hook_does_not_undo_the_result(make_pipeline, caplog):
+    class Broken:
+        @hookimpl
+        def qhive_task_succeeded(self, result):
+            raise RuntimeError("hook bug")
+
+    p = make_pipeline()
+    p.pm.register(Broken())
+    try:
+        with caplog.at_level(logging.ERROR, logger="qhive"):
+            result = run_one(p, f"{T}.add", 1, 2)
+    finally:
+        for plugin in [x for x in p.pm.get_plugins() if isinstance(x, Broken)]:
+            p.pm.unregister(plugin)
+    assert p.result_store.get(result.id).result == 3
+    assert p.broker.queue_size() == 0 and p.broker.lock_size() == 0
+    assert "hook failed for task" in caplog.text
+
+
+def test_for_thread_gives_drivers_of_their_own(make_pipeline):
+    p = make_pipeline()
+    copy = p.for_thread()
+    assert copy.broker is not p.broker and copy.result_store is not p.result_store
+    assert copy.owner is p
+    task_id = p.enqueue(f"{T}.add", (1, 1))
+    assert [r.id for r in copy.drain()] == [task_id]  # the same queue and results
+    copy.close()
+    assert p.result_store.get(task_id).result == 2

@@ -20,6 +20,11 @@ def project():
     return f"p{uuid.uuid4().hex[:10]}"
 
 
+def signed_broker(queue="q", **settings):
+    """A memory broker whose config carries a secret key: stats are signed with it."""
+    return MemoryBroker(queue, config=Config.from_dict(settings, secret_key="stat-secret"))
+
+
 def make(**fields):
     values = {"cluster_id": uuid.uuid4().hex, "name": "default", "host": "h1", "pid": 321}
     return Stat(**{**values, **fields})
@@ -69,7 +74,7 @@ def test_loads_refuses_what_is_not_a_stat(raw):
 
 
 def test_save_get_and_get_all_keep_projects_apart():
-    broker, mine, other = MemoryBroker("q"), project(), project()
+    broker, mine, other = signed_broker(), project(), project()
     root = make(name=mine, pid=2)
     alt = make(name="long", pid=1)  # an ALT cluster of the same project shows too
     stranger = make(name=other)
@@ -83,7 +88,7 @@ def test_save_get_and_get_all_keep_projects_apart():
 
 
 def test_a_broken_stat_is_skipped_not_fatal():
-    broker, mine = MemoryBroker("q"), project()
+    broker, mine = signed_broker(), project()
     good = make(name=mine)
     good.save(broker, mine, ttl=60)
     broker.set_stat(Stat.key_prefix(mine) + "broken", b"{not json", 60)
@@ -92,7 +97,7 @@ def test_a_broken_stat_is_skipped_not_fatal():
 
 
 def test_a_stat_expires():
-    broker, mine = MemoryBroker("q"), project()
+    broker, mine = signed_broker(), project()
     stat = make(name=mine)
     stat.save(broker, mine, ttl=0.05)
     deadline = time.monotonic() + 10
@@ -136,7 +141,7 @@ def test_a_running_cluster_saves_what_qmonitor_shows(fresh_plugins):
     thread.start()
     try:
         assert cluster.started.wait(60), "cluster did not start"
-        broker = MemoryBroker(name)  # stats of the memory broker are process-wide
+        broker = signed_broker(name, name=name)  # the memory broker's stats are process-wide
         deadline = time.monotonic() + 30
         while not (stats := Stat.get_all(broker, name)) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -151,5 +156,5 @@ def test_a_running_cluster_saves_what_qmonitor_shows(fresh_plugins):
         cluster.stop()
         thread.join(60)
     assert not thread.is_alive(), "cluster did not stop"
-    last = Stat.get(MemoryBroker(name), name, cluster.cluster_id)
+    last = Stat.get(signed_broker(name, name=name), name, cluster.cluster_id)
     assert last is not None and (last.status, last.workers) == (STOPPED, [])

@@ -37,7 +37,7 @@ def test_unknown_broker_suggests_the_installed_one(q_cluster):
     [(code, message, hint)] = qhive_messages()
     assert code == "qhive.E002"
     assert "unknown broker 'memroy'" in message and "did you mean 'memory'?" in message
-    assert "pip install qhive-broker-memroy" in hint
+    assert hint is None  # a typo, not a package to install
 
 
 def test_broken_driver_in_an_alt_cluster_is_found(q_cluster):
@@ -90,3 +90,113 @@ def test_hooks_are_registered_again_after_a_manager_reset(q_cluster, fresh_plugi
     q_cluster()
     assert plugin_manager().is_registered(hooks)
     assert get_plugin_manager().is_registered(hooks)
+
+
+# --------------------------------------------------------------------------- issue 11
+
+
+class NeedsAPath(MemoryBroker):
+    """A broker class with a required option of its own."""
+
+    def __init__(self, queue="default", *, config=None, path):
+        super().__init__(queue, config=config)
+
+
+class DjangoQ2Broker:
+    def __init__(self, list_key=None):
+        self.list_key = list_key
+
+
+def by_class(q_cluster, broker_class, **settings):
+    return q_cluster(memory=False, result_store="memory", broker_class=broker_class, **settings)
+
+
+def test_a_good_broker_class_passes(q_cluster):
+    by_class(q_cluster, "qhive.builtin.memory.MemoryBroker")
+    assert qhive_messages() == []
+
+
+def test_a_broker_class_that_cannot_be_imported(q_cluster):
+    by_class(q_cluster, "no_such_module.brokers.Custom")
+    [(code, message, hint)] = qhive_messages()
+    assert code == "qhive.E002"
+    assert message.startswith("Q_CLUSTER['broker_class']: broker 'no_such_module.brokers.Custom'"
+                              " cannot be imported: ModuleNotFoundError")
+    assert "pip install" not in (hint or "") and "qhive.contracts.Broker subclass" in hint
+
+
+def test_a_broker_class_that_cannot_be_built(q_cluster):
+    by_class(q_cluster, f"{__name__}:NeedsAPath")
+    [(code, message, _)] = qhive_messages()
+    assert code == "qhive.E002"
+    assert "of Q_CLUSTER['broker_class'] cannot be built" in message and "'path'" in message
+    by_class(q_cluster, f"{__name__}:NeedsAPath", broker_options={"path": "q.db", "colour": 1})
+    [(code, message, _)] = qhive_messages()
+    assert "does not take option(s) 'colour' in Q_CLUSTER['broker_options']" in message
+    by_class(q_cluster, f"{__name__}:NeedsAPath", broker_options={"path": "q.db"})
+    assert qhive_messages() == []
+
+
+def test_a_broker_class_that_is_not_a_qhive_broker(q_cluster):
+    by_class(q_cluster, f"{__name__}:DjangoQ2Broker")
+    [(code, message, _)] = qhive_messages()
+    assert code == "qhive.E002" and "must name a subclass of qhive.contracts.Broker" in message
+
+
+def test_pip_hint_only_for_first_party_names(q_cluster):
+    q_cluster(broker="memroy")  # a typo of an installed broker: "did you mean" says it all
+    [(_, message, hint)] = qhive_messages()
+    assert "did you mean 'memory'?" in message and hint is None
+    q_cluster(broker="sqs")
+    [(_, message, hint)] = qhive_messages()
+    assert "unknown broker 'sqs'" in message
+    assert hint == "install the package that provides it, e.g. pip install qhive-broker-sqs"
+    q_cluster(broker="acme")  # no such package of ours
+    [(_, message, hint)] = qhive_messages()
+    assert "unknown broker 'acme'" in message and hint is None
+    q_cluster(error_reporter={"sentry": {"dsn": "https://k@sentry.invalid/1"}})
+    [(_, _, hint)] = qhive_messages()
+    assert hint.endswith("pip install qhive-reporter-sentry")
+
+
+LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+SHARED = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache",
+                      "LOCATION": "qhive_cache"}}
+DUMMY = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+
+
+@pytest.mark.parametrize(("caches", "settings", "expected"), [
+    (LOCMEM, {"cached": True}, "qhive.W002"),
+    (LOCMEM, {"cached": 60}, "qhive.W002"),
+    (LOCMEM, {"result_store": "cache"}, "qhive.W002"),
+    (DUMMY, {"cached": True, "sync": True}, "qhive.W002"),  # keeps nothing, even in-process
+    (LOCMEM, {"cached": True, "sync": True}, None),  # one process: it sees its own cache
+    (SHARED, {"cached": True}, None),
+    (LOCMEM, {}, None),  # caching not configured: nothing to say
+    (LOCMEM, {"cached": True, "cache": "results"}, "qhive.E006"),
+    (SHARED, {"result_store": "cache", "result_store_options": {"cache": "gone"}}, "qhive.E006"),
+])
+def test_cached_results_need_a_cache_processes_share(q_cluster, caches, settings, expected):
+    from django.test import override_settings
+
+    q_cluster(**settings)
+    with override_settings(CACHES=caches):
+        messages = qhive_messages()
+    assert [m[0] for m in messages] == ([expected] if expected else [])
+
+
+def test_the_cache_warning_says_why_and_what_to_do(q_cluster):
+    from django.test import override_settings
+
+    q_cluster(cached=True)
+    with override_settings(CACHES=LOCMEM):
+        [(_, message, hint)] = qhive_messages()
+    assert message.startswith("Q_CLUSTER['cached'] keeps results in the cache 'default' "
+                              "(LocMemCache), which each process keeps to itself")
+    assert "Redis" in hint and "Q_CLUSTER['cache']" in hint
+    q_cluster(cached=True, cache="results")
+    with override_settings(CACHES=LOCMEM):
+        [(_, message, _)] = qhive_messages()
+    assert message == ("Q_CLUSTER['cache'] names the cache 'results', which is not in "
+                       "settings.CACHES (it has: 'default'); Q_CLUSTER['cached'] keeps "
+                       "results there")

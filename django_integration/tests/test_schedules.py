@@ -336,7 +336,7 @@ def test_scheduler_false_turns_it_off(q_cluster):
 
     for on in (False, True):
         q_cluster(scheduler=on)
-        cluster = types.SimpleNamespace(config=get_config())
+        cluster = types.SimpleNamespace(config=get_config(), watch=lambda thread, name: None)
         scheduler.start_for(cluster)
         thread = scheduler._running.get(id(cluster))
         assert (thread is not None) is on

@@ -27,9 +27,11 @@ create table if not exists stats (key text primary key, value blob, expires real
 
 
 class SqliteBroker(Broker):
-    """Correct: receipts (a claimed row is invisible until ``retry`` passes), bulk, stats."""
+    """Correct: receipts (a claimed row is invisible until ``retry`` passes), bulk, stats,
+    touch."""
 
-    capabilities = Capabilities(receipts=True, bulk=True, fifo=True, stats=True, shared=True)
+    capabilities = Capabilities(receipts=True, bulk=True, fifo=True, stats=True, shared=True,
+                                touch=True)
 
     def __init__(self, queue="default", *, config=None, path):
         super().__init__(queue, config=config)
@@ -78,6 +80,13 @@ class SqliteBroker(Broker):
     def acknowledge(self, ack_id):
         with self._db() as db:
             db.execute("delete from q where queue = ? and id = ?", (self.queue, int(ack_id)))
+
+    def touch(self, ack_ids):
+        now = time.time()
+        with self._db() as db:
+            for ack_id in ack_ids:
+                db.execute("update q set visible = ? where id = ? and visible > ?",
+                           (now + self.config.retry, int(ack_id), now))
 
     def _count(self, op):
         with self._db() as db:
@@ -145,6 +154,13 @@ class HandsOutTwice(SqliteBroker):
         return [Message(str(i), bytes(p)) for i, p in rows]
 
 
+class IgnoresTouch(SqliteBroker):
+    """Broken: declares touch, but receipts run out all the same."""
+
+    def touch(self, ack_ids):
+        pass
+
+
 class NotShared(SqliteBroker):
     """Broken: declares shared, but every process has a database of its own."""
 
@@ -185,6 +201,10 @@ class TestHandsOutTwice(Base):
     driver = sqlite_broker.HandsOutTwice
 
 
+class TestIgnoresTouch(Base):
+    driver = sqlite_broker.IgnoresTouch
+
+
 class TestNotShared(Base):
     driver = sqlite_broker.NotShared
     margin = 2.0
@@ -195,9 +215,10 @@ SELECTION = " or ".join(
     [
         "TestGood",
         "(TestDropsLastByte and round_trip)",
-        "(TestLosesUnacked and redelivered)",
+        "(TestLosesUnacked and unacknowledged_message_is_redelivered)",
         "(TestHandsOutTwice and not_handed_out_again)",
         "(TestNotShared and (child_process or concurrent))",
+        "(TestIgnoresTouch and touched)",
     ]
 )
 
@@ -216,6 +237,7 @@ def test_broker_contract(run_contract):
     }
     assert outcomes.failed("TestLosesUnacked") == {"test_unacknowledged_message_is_redelivered"}
     assert outcomes.failed("TestHandsOutTwice") == {"test_taken_message_is_not_handed_out_again"}
+    assert outcomes.failed("TestIgnoresTouch") == {"test_touched_message_is_not_redelivered"}
     assert outcomes.failed("TestNotShared") == {
         "test_pickled_copy_works_in_a_child_process",
         "test_concurrent_consumers_never_share_a_message",

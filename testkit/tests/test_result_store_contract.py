@@ -2,6 +2,7 @@
 
 SOURCE = '''
 import copy
+import time
 
 import pytest
 
@@ -9,6 +10,7 @@ from qhive.contracts import ResultStore
 from qhive_testkit import ResultStoreContract
 
 STORES = {}
+STATS = {}
 
 
 class DictStore(ResultStore):
@@ -70,6 +72,18 @@ class DictStore(ResultStore):
         for task_id in doomed:
             del self.data[task_id]
         return len(doomed)
+
+    keeps_stats = True
+
+    def set_stat(self, key, value, ttl):
+        STATS[key] = (value, time.monotonic() + ttl)
+
+    def get_stat(self, key):
+        value, until = STATS.get(key, (None, 0))
+        return value if until > time.monotonic() else None
+
+    def get_stats(self, prefix):
+        return [v for k in STATS if k.startswith(prefix) and (v := self.get_stat(k))]
 
 
 class OverwritesSuccesses(DictStore):

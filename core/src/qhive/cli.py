@@ -3,13 +3,20 @@
 ``qplugins list`` reads packaging metadata only: nothing is imported, so a
 broken plugin cannot break it. ``qplugins check`` imports every driver and
 hook-only plugin, validates hooks and the config, and exits 1 on a problem.
+
+The config that marks the SELECTED drivers comes from ``--config``, else from
+the ``Q_CLUSTER`` of the settings module ``DJANGO_SETTINGS_MODULE`` names
+(imported alone: Django is not set up, no app or plugin is imported). Without
+either the column shows ``?`` and a line on stderr says why.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
+import os
 import runpy
 import sys
 from collections.abc import Sequence
@@ -28,7 +35,7 @@ class Row:
     version: str | None
     target: str
     status: str
-    selected: bool
+    selected: bool | None  # None: no config says
     error: str | None = None
 
 
@@ -44,20 +51,21 @@ def selected_names(config: Config) -> set[tuple[str, str]]:
     return chosen
 
 
-def collect(config: Config, kind: str | None = None) -> list[Row]:
-    """Rows for drivers and hook-only plugins, from metadata alone."""
+def collect(config: Config, kind: str | None = None, *, known: bool = True) -> list[Row]:
+    """Rows for drivers and hook-only plugins, from metadata alone. ``known=False``:
+    ``config`` is a stand-in, so no driver is marked selected or not."""
     from qhive.plugins import PluginSettings
 
     chosen = selected_names(config)
     disabled = PluginSettings.resolve(config).disabled
-    infos = drivers.list_drivers(kind)
+    infos = drivers.list_drivers(kind) if kind != "plugin" else []
     counts: dict[tuple[str, str], int] = {}
     for info in infos:
         counts[info.kind, info.name] = counts.get((info.kind, info.name), 0) + 1
     rows = [
         Row(i.kind, i.name, i.distribution, i.version, i.target,
             "conflict" if counts[i.kind, i.name] > 1 else "installed",
-            (i.kind, i.name) in chosen)
+            (i.kind, i.name) in chosen if known else None)
         for i in infos
     ]
     if kind in (None, "plugin"):
@@ -65,7 +73,7 @@ def collect(config: Config, kind: str | None = None) -> list[Row]:
             info = drivers.describe(drivers.PLUGIN_GROUP, ep, "plugin")
             off = bool({ep.name, info.distribution} & disabled)
             rows.append(Row("plugin", ep.name, info.distribution, info.version, ep.value,
-                            "disabled" if off else "installed", not off))
+                            "disabled" if off else "installed", not off if known else None))
     return rows
 
 
@@ -126,13 +134,51 @@ def load_config(path: str | None) -> Config:
     return Config.from_dict(data)
 
 
+class SettingsUnknown(Exception):
+    """No config can be read: the reason, for the line under the table."""
+
+
+def settings_config() -> Config:
+    """The root cluster's config of the Django project ``DJANGO_SETTINGS_MODULE`` names,
+    read from its settings module's ``Q_CLUSTER`` without setting Django up.
+
+    :raises SettingsUnknown: no such variable, or its module cannot be imported.
+    :raises ConfigError: its ``Q_CLUSTER`` is wrong.
+    """
+    name = os.environ.get("DJANGO_SETTINGS_MODULE")
+    if not name:
+        raise SettingsUnknown("no --config and DJANGO_SETTINGS_MODULE is not set")
+    try:
+        settings = _import_settings(name)
+    except Exception as exc:  # a settings module may raise anything (a missing env var...)
+        raise SettingsUnknown(f"DJANGO_SETTINGS_MODULE {name!r} cannot be imported "
+                              f"({type(exc).__name__}: {exc})") from exc
+    try:
+        return Config.from_dict(getattr(settings, "Q_CLUSTER", None))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in the settings {name!r})", key=exc.key) from exc
+
+
+def _import_settings(name: str) -> object:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        # A console script's path starts at its own folder, not at the project folder
+        # manage.py runs from: look there too, as `python -m` would.
+        cwd = os.getcwd()
+        if exc.name != name.partition(".")[0] or cwd in sys.path:
+            raise
+        sys.path.insert(0, cwd)
+        return importlib.import_module(name)
+
+
 def render(rows: list[Row], as_json: bool) -> str:
     if as_json:
         return json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
     header = ("KIND", "NAME", "DISTRIBUTION", "VERSION", "TARGET", "STATUS", "SELECTED")
     table = [header] + [
         (r.kind, r.name, r.distribution or "-", r.version or "-", r.target, r.status,
-         "yes" if r.selected else "")
+         "?" if r.selected is None else "yes" if r.selected else "")
         for r in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
@@ -158,21 +204,42 @@ def build_parser(prog: str = "qplugins") -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, config: Config | None = None) -> int:
     """Run a parsed ``qplugins`` command; ``manage.py qplugins`` passes Django's config."""
-    try:
-        config = config or load_config(args.config)
-    except QhiveError as exc:
-        print(f"qplugins: {exc}", file=sys.stderr)
-        return 2
-    rows = collect(config, args.kind)
-    problems = check(config, rows) if args.command == "check" else []
+    unknown: str | None = None
+    problems: list[str] = []
+    if config is None:
+        try:
+            config = load_config(args.config) if args.config else settings_config()
+        except SettingsUnknown as exc:
+            unknown = str(exc)
+        except QhiveError as exc:
+            if args.config:
+                print(f"qplugins: {exc}", file=sys.stderr)
+                return 2
+            unknown = str(exc)  # the project's Q_CLUSTER: still list what is installed
+            if args.command == "check":
+                problems.append(unknown)
+    rows = collect(config or Config(), args.kind, known=unknown is None)
+    if args.command == "check":
+        problems += check(config or Config(), rows)
     print(render(rows, args.json))
+    if unknown is not None:
+        print(f"qplugins: SELECTED is unknown: {unknown}; pass --config (a JSON file, or a "
+              f"Python file defining Q_CLUSTER) or run manage.py qplugins", file=sys.stderr)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    try:
+        code = run(build_parser().parse_args(argv))
+        sys.stdout.flush()  # a closed pipe shows here, where it can be handled
+        return code
+    except BrokenPipeError:
+        # `qplugins list | head`: the reader is gone. Point stdout at devnull so that
+        # the flush at exit fails no more (the recipe of Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

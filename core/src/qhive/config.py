@@ -60,7 +60,9 @@ class FrozenMap(Mapping[str, Any]):
         return len(self._data)
 
     def __repr__(self) -> str:
-        return f"FrozenMap({self._data!r})"
+        # Options of brokers and stores end up in logs (plugin tracing): never show a secret.
+        shown = {k: _masked(k, v) for k, v in self._data.items()}
+        return f"FrozenMap({shown!r})"
 
     def __hash__(self) -> int:
         return hash(frozenset(self._data.items()))
@@ -125,6 +127,24 @@ def _mask_url(text: str) -> str:
     return _URL_QUERY_ITEM.sub(
         lambda m: f"{m['head']}{MASK}" if _looks_secret(m["name"]) else m[0], text
     )
+
+
+def _masked(name: Any, value: Any) -> Any:
+    """``value`` for a repr: secret-looking entries and URL passwords masked, the
+    container types kept (a nested FrozenMap masks itself)."""
+    if value is None:
+        return None
+    if _looks_secret(name):
+        return MASK
+    if isinstance(value, FrozenMap):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _masked(k, v) for k, v in value.items()}
+    if type(value) in (tuple, list, set, frozenset):
+        return type(value)(_masked(None, v) for v in value)
+    if isinstance(value, str):
+        return _mask_url(value)
+    return value
 
 
 def _redact(name: Any, value: Any, secrets: frozenset = frozenset()) -> Any:
@@ -659,6 +679,21 @@ class Config:
         """The names of the ``ALT_CLUSTERS`` entries."""
         return tuple(self.alt_clusters)
 
+    def broker_connection_options(self) -> FrozenMap:
+        """Django Q's connection keys this config sets (``redis``, ``django_redis``,
+        ``sqs``, ``mongo`` with ``mongo_db``, ...), for a ``broker_class`` broker.
+
+        Django Q2 builds that class with the queue alone and the class reads its
+        connection from ``Conf``. Here :func:`qhive.drivers.build_driver` passes it
+        each of these its ``__init__`` takes as a keyword (a subclass of the Redis
+        broker gets ``redis``); the class reads any other from ``self.config``.
+        """
+        options: dict[str, Any] = {}
+        for key, broker in LEGACY_BROKER_KEYS.items():
+            if broker is not None and getattr(self, key) is not None:
+                options.update(_legacy_options(key, self))
+        return FrozenMap(options)
+
     def warnings(self) -> list[str]:
         """Settings that are legal but probably not what was meant."""
         out = []
@@ -681,15 +716,22 @@ class Config:
         The secret keys are left out; values of secret-looking keys (password,
         token, key, dsn, ...) at any depth and passwords inside URLs are masked.
         """
+        return {key: value for _, key, value in self._redacted_fields()}
+
+    def __repr__(self) -> str:
+        # Plugin tracing logs hook arguments, this config among them: the repr is redacted.
+        shown = ", ".join(f"{attr}={value!r}" for attr, _, value in self._redacted_fields())
+        return f"{type(self).__name__}({shown})"
+
+    def _redacted_fields(self) -> Iterator[tuple[str, str, Any]]:
+        """(attribute, Q_CLUSTER key, redacted value) of every field but the secret keys."""
         secrets = frozenset(s for s in (self.secret_key, *self.secret_key_fallbacks) if s)
-        out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             if field.name in ("secret_key", "secret_key_fallbacks"):
                 continue
             setting = _SETTINGS_BY_ATTR.get(field.name)
             key = setting.key if setting else field.name
-            out[key] = _redact(key, getattr(self, field.name), secrets)
-        return out
+            yield field.name, key, _redact(key, getattr(self, field.name), secrets)
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -844,6 +886,9 @@ def _resolve_broker(config: Config) -> tuple[str, FrozenMap, str]:
         return config.broker, FrozenMap({**legacy, **explicit}), "broker"
     if present:
         key = present[0]
-        broker = LEGACY_BROKER_KEYS[key] or getattr(config, key)
-        return broker, FrozenMap({**_legacy_options(key, config), **explicit}), key
+        if LEGACY_BROKER_KEYS[key] is None:
+            # broker_class names the broker; its connection keys are offered to it when it
+            # is built (Config.broker_connection_options), not forced on it as options.
+            return getattr(config, key), FrozenMap(explicit), key
+        return LEGACY_BROKER_KEYS[key], FrozenMap({**_legacy_options(key, config), **explicit}), key
     return "orm", FrozenMap(explicit), "default"

@@ -45,6 +45,9 @@ class Capabilities:
         statistics visible to other processes.
     :param shared: other processes (and a pickled copy of the broker) see the
         same queue; False only for in-process brokers such as ``memory``.
+    :param touch: :meth:`Broker.touch` moves the receipt deadline of messages in
+        flight to ``config.retry`` seconds from now (a cluster keeps a task it
+        holds while its result store is down from being delivered again).
     """
 
     receipts: bool = False
@@ -53,6 +56,7 @@ class Capabilities:
     fifo: bool = True
     stats: bool = False
     shared: bool = True
+    touch: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,7 +75,27 @@ class Message:
     deliveries: int | None = None
 
 
-class Broker(ABC):
+class StatsKeeper:
+    """Cluster statistics: short-lived values other processes read (``qmonitor``).
+
+    Kept by a broker that declares ``Capabilities.stats``, else by a result store
+    that declares ``keeps_stats``; the defaults say the driver keeps none.
+    """
+
+    def set_stat(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds, replacing any value."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
+
+    def get_stat(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or None if absent or expired."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
+
+    def get_stats(self, prefix: str) -> list[bytes]:
+        """Every live value whose key starts with ``prefix``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
+
+
+class Broker(StatsKeeper, ABC):
     """A queue of opaque, signed task packages.
 
     ``queue`` is the queue this instance reads and writes (the cluster name).
@@ -137,6 +161,11 @@ class Broker(ABC):
         so another cluster can take it at once. The default does nothing: with
         receipts the message comes back after ``config.retry`` seconds anyway."""
 
+    def touch(self, ack_ids: Iterable[str]) -> None:
+        """Keep messages in flight from being delivered again for another
+        ``config.retry`` seconds (``capabilities.touch``). Messages no longer in
+        flight are left alone. The default does nothing."""
+
     def delete(self, ack_id: str) -> None:
         """Remove a delivered message, as the admin's delete action does."""
         self.acknowledge(ack_id)
@@ -160,18 +189,7 @@ class Broker(ABC):
     def close(self) -> None:
         """Release connections; the broker must still work if used again."""
 
-    # -- statistics (``capabilities.stats``)
-    def set_stat(self, key: str, value: bytes, ttl: float) -> None:
-        """Store ``value`` under ``key`` for ``ttl`` seconds."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
-
-    def get_stat(self, key: str) -> bytes | None:
-        """The value stored under ``key``, or None if absent or expired."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
-
-    def get_stats(self, prefix: str) -> list[bytes]:
-        """Every live value whose key starts with ``prefix``."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
+    # -- statistics (``capabilities.stats``): see StatsKeeper
 
     # -- helper for brokers without a blocking wait
     #: how long after the last message :meth:`_poll` keeps looking every POLL_FLOOR s
@@ -237,7 +255,7 @@ class TaskResult:
         return (self.stopped - self.started).total_seconds()
 
 
-class ResultStore(ABC):
+class ResultStore(StatsKeeper, ABC):
     """Keeps task results.
 
     Rules every store follows (the contract suite checks them):
@@ -299,6 +317,21 @@ class ResultStore(ABC):
 
     def close(self) -> None:
         """Release connections; the store must still work if used again."""
+
+    def ping(self) -> bool:
+        """Talk to the backend once (a cluster does, as it starts): return True, raise
+        :class:`qhive.errors.SetupError` if it is not set up (a missing table), or
+        another error if it cannot be reached. The default only returns True."""
+        return True
+
+    # -- statistics (``keeps_stats``), for brokers that keep none
+
+    #: Whether :meth:`set_stat` / :meth:`get_stat` / :meth:`get_stats` keep cluster
+    #: statistics visible to other processes, as a broker's ``Capabilities.stats``
+    #: promises. Clusters keep their statistics here when their broker cannot. A store
+    #: that can only on some backends (a cache store on a per-process cache cannot)
+    #: makes this a property.
+    keeps_stats: bool = False
 
 
 # --------------------------------------------------------------------------- codec parts

@@ -221,12 +221,23 @@ def build_driver(
     """Load driver ``name`` and instantiate it with ``fixed`` arguments and ``options``.
 
     An option the driver does not accept is a :class:`ConfigError` naming
-    ``option_key`` (the ``Q_CLUSTER`` key the options came from).
+    ``option_key`` (the ``Q_CLUSTER`` key the options came from). The broker
+    ``Q_CLUSTER['broker_class']`` names must subclass :class:`qhive.contracts.Broker`;
+    it also gets the connection keys its ``__init__`` takes
+    (:meth:`qhive.config.Config.broker_connection_options`).
     """
     factory = load_driver(kind, name, registry)
     options = dict(options or {})
     label = kind.replace("_", " ")
     where = option_key or f"{kind}_options"
+    config = fixed.get("config")
+    by_class = (kind == "broker" and getattr(config, "broker_selected_by", None) == "broker_class"
+                and getattr(config, "broker", None) == name)
+    if by_class:
+        label = f"broker {name!r} of Q_CLUSTER['broker_class']"
+        _check_broker_class(name, factory)
+    else:
+        label = f"{label} {name!r}"
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -236,15 +247,33 @@ def build_driver(
         if unknown:
             accepted = sorted(k for k in params if k not in fixed and k != "self")
             raise ConfigError(
-                f"{label} {name!r} does not take option(s) {', '.join(map(repr, unknown))} "
+                f"{label} does not take option(s) {', '.join(map(repr, unknown))} "
                 f"in Q_CLUSTER[{where!r}]; it takes: {', '.join(accepted) or 'no options'}",
                 key=where,
             )
+    if by_class and params is not None:
+        # Only what the class names: a **kwargs often ends in Broker.__init__, which takes none.
+        named = {k for k, p in params.items()
+                 if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        offered = config.broker_connection_options()
+        options = {**{k: v for k, v in offered.items() if k in named and k not in fixed},
+                   **options}
     try:
         return factory(**fixed, **options)
     except (ConfigError, UnknownDriverError, DriverLoadError):
         raise
     except TypeError as exc:
         raise ConfigError(
-            f"{label} {name!r} cannot be built from Q_CLUSTER[{where!r}]: {exc}", key=where
+            f"{label} cannot be built from Q_CLUSTER[{where!r}]: {exc}", key=where
         ) from exc
+
+
+def _check_broker_class(name: str, factory: Any) -> None:
+    if isinstance(factory, type) and issubclass(factory, contracts.Broker):
+        return
+    raise ConfigError(
+        f"Q_CLUSTER['broker_class'] = {name!r} is not a qhive broker: it must name a subclass "
+        f"of qhive.contracts.Broker (a Django Q2 broker class needs porting: see "
+        f"qhive_testkit.BrokerContract for what a broker promises)",
+        key="broker_class",
+    )

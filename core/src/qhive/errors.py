@@ -53,6 +53,18 @@ class SerializationError(QhiveError):
     """A value could not be serialized, or bytes could not be deserialized."""
 
 
+class BadPackage(SerializationError):
+    """A correctly signed package that is not a task (not a dict, no ``id``, ...).
+
+    The cluster rejects it like a bad signature: logged, failed at the broker, never run.
+    """
+
+
+class SetupError(QhiveError):
+    """A backend answers but is not set up for qhive: its table is missing (run
+    ``manage.py migrate``), its queue cannot be created, ... Retrying will not help."""
+
+
 class BrokerError(QhiveError):
     """A broker could not do what was asked (connection lost, queue gone, ...)."""
 

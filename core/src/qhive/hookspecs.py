@@ -149,6 +149,20 @@ def qhive_execute_task(func: Callable[..., Any], task: dict[str, Any]) -> Any:
 
 
 @hookspec
+def qhive_post_execute_in_worker(task: dict[str, Any], result: TaskResult) -> None:
+    """A task ran and its result is about to leave the worker (Django's
+    ``post_execute_in_worker`` signal).
+
+    Runs in: the worker (or the caller, for ``sync`` tasks), before the result is
+    saved. A failure here is logged and does not change the task's outcome.
+
+    :param task: the decoded task package.
+    :param result: the outcome: ``result.success``, and ``result.result`` the return
+        value or the error text.
+    """
+
+
+@hookspec
 def qhive_task_succeeded(result: TaskResult) -> None:
     """A task finished and its result was handed to the result store.
 

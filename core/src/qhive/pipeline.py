@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import pickle
 import traceback
 from collections import defaultdict
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from qhive.drivers import build_driver
 from qhive.errors import BadSignature, ConfigError, SerializationError
 from qhive.naming import humanize
 from qhive.plugins import QhivePluginManager, get_plugin_manager, hookimpl
-from qhive.task import derived_id, func_name, new_task, resolve_func
+from qhive.task import check_package, derived_id, func_name, new_task, resolve_func
 
 #: The result store that ``cached=True`` / ``cached=<seconds>`` results go to.
 CACHE_STORE = "cache"
@@ -61,6 +62,7 @@ class Pipeline:
         self._registered: list[Any] = []
         self._cache_stores: dict[int | None, ResultStore] = {}
         self._routes: dict[str, Pipeline] = {}
+        self.owner: Pipeline | None = None  # the pipeline a for_thread() copy was made of
         self.pm.hook.qhive_configure.call_historic(kwargs={"config": config})
 
     # -- drivers
@@ -136,6 +138,20 @@ class Pipeline:
         self._registered.append(dispatch)
         return reporters
 
+    def for_thread(self) -> Pipeline:
+        """This pipeline with driver instances of its own (unpickled copies, which
+        open their own connections), for another thread of the process: a thread
+        that reconnects then closes only what it uses. Hooks stay with this pipeline's
+        drivers; the copy registers nothing."""
+        copy = object.__new__(Pipeline)
+        copy.__dict__.update(self.__dict__)
+        copy._registered, copy._cache_stores, copy._routes = [], {}, {}
+        copy.owner = self
+        for name in ("broker", "result_store"):
+            driver = getattr(self, name)
+            copy.__dict__[name] = pickle.loads(pickle.dumps(driver))
+        return copy
+
     def close(self) -> None:
         for name in ("broker", "result_store"):
             if name in self.__dict__:
@@ -191,9 +207,14 @@ class Pipeline:
         # A task's sys.exit() or KeyboardInterrupt is the task failing, not the worker.
         except BaseException as exc:
             error, success = exc, False
-            value = "".join(traceback.format_exception(exc)).strip()
+            value = task_traceback(exc)
             self.pm.hook.qhive_report_error(error=exc, task=task)
-        return self.result_of(task, success, value), error
+        result = self.result_of(task, success, value)
+        try:
+            self.pm.hook.qhive_post_execute_in_worker(task=task, result=result)
+        except Exception:  # the outcome is known; a receiver cannot change it
+            logger.exception("post_execute_in_worker hook failed for task %s", task.get("id"))
+        return result, error
 
     def result_of(self, task: dict[str, Any], success: bool, value: Any) -> TaskResult:
         return TaskResult(
@@ -239,10 +260,14 @@ class Pipeline:
                  if ack or stored.success or d.ack_id is None or not redelivers]
         failed_follow_ups = self._follow_up(final)
         for d, stored in zip(done, settled, strict=True):
-            if stored.success:
-                self.pm.hook.qhive_task_succeeded(result=stored)
-            else:
-                self.pm.hook.qhive_task_failed(result=stored, error=d.error)
+            try:
+                if stored.success:
+                    self.pm.hook.qhive_task_succeeded(result=stored)
+                else:
+                    self.pm.hook.qhive_task_failed(result=stored, error=d.error)
+            except Exception:  # the result is saved: a broken hook must not undo that
+                logger.exception("a task_succeeded/task_failed hook failed for task %s",
+                                 stored.id)
         acks = [d.ack_id for d, ack in zip(done, acked, strict=True)
                 if ack and id(d) not in failed_follow_ups]
         if acks:
@@ -250,7 +275,11 @@ class Pipeline:
         return settled
 
     def _keep(self, task: dict[str, Any], result: TaskResult, store: ResultStore) -> bool:
-        keeps = self.config.save_limit >= 0 or not store.applies_save_limit
+        # A store whose results expire on their own (the cache of ``cached``) keeps
+        # everything, whatever ``save`` says: Django Q2 writes the cache regardless.
+        if not store.applies_save_limit:
+            return True
+        keeps = self.config.save_limit >= 0
         return not result.success or result.pinned or task.get("save", keeps)
 
     def _should_ack(self, done: Done, stored: TaskResult) -> bool:
@@ -332,9 +361,10 @@ class Pipeline:
         logger.info("async_iter %s: collated %d results", group, count)
 
     def decode(self, message: Message) -> dict[str, Any] | None:
-        """The task in ``message``, or None after failing a package that does not verify."""
+        """The task in ``message``, or None after failing a package that does not
+        verify, cannot be decoded or is not a task (:func:`qhive.task.check_package`)."""
         try:
-            task = self.codec.decode(message.payload)
+            task = check_package(self.codec.decode(message.payload))
         except (BadSignature, SerializationError) as exc:
             logger.error("rejected message %s from queue %r: %s", message.ack_id,
                          self.config.queue, exc)
@@ -368,6 +398,28 @@ class Pipeline:
         while messages := self.broker.dequeue(count=self.config.bulk, timeout=timeout):
             done.extend(r for m in messages if (r := self.process(m)) is not None)
         return done
+
+
+#: The module whose ``qhive_execute_task`` calls the task function: the frames up
+#: to its last one are the hook machinery (pluggy, wrappers, asyncio).
+_CALLER = "qhive.builtin.hooks"
+
+
+def task_traceback(exc: BaseException) -> str:
+    """The error text of a failed task: its traceback from the task's own first frame,
+    not the hooks that called it (the call itself stays when the task was called
+    wrongly). All of it when the task was never called: the error is qhive's or a
+    plugin's (a missing task function, a failing ``pre_execute``)."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    calls = [i for i, f in enumerate(frames) if f.tb_frame.f_globals.get("__name__") == _CALLER]
+    start = frames[0] if frames else None
+    if calls:
+        start = frames[calls[-1] + 1] if calls[-1] + 1 < len(frames) else frames[calls[-1]]
+    return "".join(traceback.format_exception(type(exc), exc, start)).strip()
 
 
 class _ReporterDispatch:

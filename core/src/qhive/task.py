@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from qhive.errors import TaskFunctionNotFound
+from qhive.errors import BadPackage, TaskFunctionNotFound
 from qhive.naming import humanize
 
 
@@ -164,4 +164,44 @@ def new_task(
         "started": dt.datetime.now(dt.UTC),
     }
     task.update(options)
+    return task
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: What each key of a task package must hold, checked before a worker sees it.
+_PACKAGE_SHAPE: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "id": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "func": (lambda v: callable(v) or (isinstance(v, str) and bool(v)),
+             "a dotted path or a callable"),
+    "args": (lambda v: isinstance(v, tuple | list), "a tuple or list"),
+    "kwargs": (lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v),
+               "a dict with string keys"),
+    "started": (lambda v: isinstance(v, dt.datetime), "a datetime"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "group": (lambda v: v is None or isinstance(v, str), "a string"),
+    "timeout": (lambda v: v is None or (_is_number(v) and v > 0), "a number > 0 or None"),
+    "chain": (lambda v: v is None or (isinstance(v, list | tuple)
+                                      and all(isinstance(link, Mapping) for link in v)),
+              "a list of chain links"),
+    "iter_count": (lambda v: v is None or (isinstance(v, int) and v > 0), "an int > 0"),
+}
+_REQUIRED = ("id", "func", "args", "kwargs", "started")
+
+
+def check_package(task: Any) -> dict[str, Any]:
+    """``task`` if it has the shape of a task package, else :class:`BadPackage`
+    naming what is wrong. A signed package can still be malformed (a bug in a
+    producer, an old qhive): it must be refused before a worker runs it."""
+    if not isinstance(task, dict):
+        raise BadPackage(f"the package holds a {type(task).__name__}, not a task dict")
+    missing = [key for key in _REQUIRED if key not in task]
+    if missing:
+        raise BadPackage(f"the task package has no {', '.join(map(repr, missing))}")
+    for key, (valid, expected) in _PACKAGE_SHAPE.items():
+        if key in task and not valid(task[key]):
+            raise BadPackage(f"the task package's {key!r} must be {expected}, "
+                             f"got {type(task[key]).__name__}")
     return task

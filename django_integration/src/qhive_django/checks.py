@@ -1,31 +1,47 @@
 """Django system checks for ``Q_CLUSTER`` and the plugins it selects (tag ``qhive``).
 
 * ``qhive.E001`` a ``Q_CLUSTER`` (or ``SECRET_KEY``...) value qhive cannot use, naming the key;
-* ``qhive.E002`` a selected driver is unknown or fails to import;
+* ``qhive.E002`` a selected driver is unknown or fails to import; a ``broker_class``
+  that cannot be imported or built;
 * ``qhive.E003`` a selected driver's Django app is missing from ``INSTALLED_APPS``;
 * ``qhive.E004`` a problem reported by a plugin's ``qhive_check_config`` hook;
 * ``qhive.E005`` the plugin manager could not be built (a broken plugin, strict mode);
-* ``qhive.W001`` a legal setting that is probably not what was meant.
+* ``qhive.E006`` cached results go to a cache alias that ``CACHES`` does not have;
+* ``qhive.W001`` a legal setting that is probably not what was meant;
+* ``qhive.W002`` cached results go to a cache that processes do not share (LocMem,
+  Dummy): the web process never sees what a worker saved.
 
 ``qcluster`` runs them before it starts and refuses to on an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core import checks
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
+from django.utils.module_loading import import_string
 from qhive.cli import selected_names
 from qhive.config import Config
-from qhive.drivers import is_dotted_path, load_driver
-from qhive.errors import QhiveError
+from qhive.drivers import build_driver, load_driver
+from qhive.errors import DriverLoadError, QhiveError, UnknownDriverError
+from qhive.pipeline import CACHE_STORE
 
 from qhive_django import conf
 
-_PACKAGE_PREFIX = {"broker": "qhive-broker", "result_store": "qhive-store",
-                   "reporter": "qhive-reporter"}
+#: The drivers qhive's own distributions provide or will: only these get a pip hint.
+_FIRST_PARTY = {
+    "broker": ("qhive-broker", ("orm", "redis", "sqs", "ironmq", "mongo", "disque")),
+    "result_store": ("qhive-store", ("orm", "cache", "redis")),
+    "reporter": ("qhive-reporter", ("sentry", "rollbar")),
+}
 _DJANGO_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "TIME_ZONE")
+_BROKER_CLASS_HINT = ("Q_CLUSTER['broker_class'] must be the dotted path of an importable "
+                      "qhive.contracts.Broker subclass, e.g. 'myapp.brokers.MyBroker'")
 
 
 def register() -> None:
@@ -47,10 +63,14 @@ def check_qhive(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
     messages: list[checks.CheckMessage] = []
     seen: set[tuple[str, str]] = set()
     for config in configs:
+        if config.broker_selected_by == "broker_class":
+            seen.add(("broker", config.broker))  # built below, with this cluster's options
+            messages.extend(_check_broker_class(config, pm.driver_registry))
         for kind, name in sorted(selected_names(config) - seen):
             seen.add((kind, name))
             messages.extend(_check_driver(kind, name, pm.driver_registry))
         messages.extend(_plugin_checks(pm, config))
+        messages.extend(_check_cache(config))
         messages.extend(checks.Warning(w, obj="settings.Q_CLUSTER", id="qhive.W001")
                         for w in config.warnings())
     unique: list[checks.CheckMessage] = []
@@ -66,23 +86,98 @@ def _setting_of(key: str | None) -> str:
 
 
 def _check_driver(kind: str, name: str, registry: Any) -> list[checks.CheckMessage]:
-    label = kind.replace("_", " ")
     try:
         driver = load_driver(kind, name, registry)
+    except UnknownDriverError as exc:
+        return [checks.Error(str(exc), hint=_install_hint(kind, name), obj="settings.Q_CLUSTER",
+                             id="qhive.E002")]
     except QhiveError as exc:
-        hint = None
-        if kind in _PACKAGE_PREFIX and not is_dotted_path(name):
-            hint = ("install the package that provides it, e.g. "
-                    f"pip install {_PACKAGE_PREFIX[kind]}-{name}")
-        return [checks.Error(str(exc), hint=hint, obj="settings.Q_CLUSTER", id="qhive.E002")]
+        return [checks.Error(str(exc), obj="settings.Q_CLUSTER", id="qhive.E002")]
+    return _check_app(kind, name, driver)
+
+
+def _install_hint(kind: str, name: str) -> str | None:
+    """``pip install qhive-broker-sqs`` for a name of ours; nothing for a typo of an
+    installed driver (the error's "did you mean" says it) or a name of no package."""
+    prefix, names = _FIRST_PARTY.get(kind, ("", ()))
+    if name not in names:
+        return None
+    return f"install the package that provides it, e.g. pip install {prefix}-{name}"
+
+
+def _check_app(kind: str, name: str, driver: Any) -> list[checks.CheckMessage]:
     app = getattr(driver, "django_app", None)
     if app and not apps.is_installed(app):
         return [checks.Error(
-            f"the {label} {name!r} needs the Django app {app!r}, which is not in INSTALLED_APPS",
+            f"the {kind.replace('_', ' ')} {name!r} needs the Django app {app!r}, which is not "
+            f"in INSTALLED_APPS",
             hint=f"add {app!r} to INSTALLED_APPS and run manage.py migrate",
             obj="settings.INSTALLED_APPS", id="qhive.E003",
         )]
     return []
+
+
+def _check_broker_class(config: Config, registry: Any) -> list[checks.CheckMessage]:
+    """Build the ``broker_class`` broker as ``qcluster`` will, then close it: Django Q2
+    only finds a class it cannot build when the cluster starts."""
+    def error(message: str, hint: str | None = None) -> list[checks.CheckMessage]:
+        return [checks.Error(message, hint=hint, obj="settings.Q_CLUSTER", id="qhive.E002")]
+
+    try:
+        broker = build_driver("broker", config.broker, dict(config.broker_options),
+                              registry=registry, option_key="broker_options", config=config,
+                              queue=config.queue)
+    except DriverLoadError as exc:
+        return error(f"Q_CLUSTER['broker_class']: {exc}", _BROKER_CLASS_HINT)
+    except QhiveError as exc:
+        return error(str(exc))
+    except Exception as exc:  # the class's own __init__ failed
+        return error(f"broker {config.broker!r} of Q_CLUSTER['broker_class'] failed to build: "
+                     f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(Exception):  # a check must not fail on a broker's cleanup
+        broker.close()
+    return _check_app("broker", config.broker, broker)
+
+
+def _check_cache(config: Config) -> list[checks.CheckMessage]:
+    """Cached results need a cache every process shares: the workers save them, the web
+    process reads them. ``async_task(cached=...)`` alone is not seen here."""
+    if config.cached:
+        uses, alias, setting = "Q_CLUSTER['cached']", config.cache, "Q_CLUSTER['cache']"
+    elif config.result_store == CACHE_STORE:
+        uses = f"Q_CLUSTER['result_store'] = {CACHE_STORE!r}"
+        alias, setting = config.cache, "Q_CLUSTER['cache']"
+        if config.result_store_options.get("cache"):
+            alias = config.result_store_options["cache"]
+            setting = "Q_CLUSTER['result_store_options']['cache']"
+    else:
+        return []
+    caches = getattr(settings, "CACHES", {})
+    if alias not in caches:
+        known = ", ".join(map(repr, caches)) or "none"
+        return [checks.Error(
+            f"{setting} names the cache {alias!r}, which is not in settings.CACHES "
+            f"(it has: {known}); {uses} keeps results there",
+            hint=f"add {alias!r} to settings.CACHES or set {setting} to one of its aliases",
+            obj="settings.Q_CLUSTER", id="qhive.E006")]
+    try:
+        backend = import_string(caches[alias].get("BACKEND", ""))
+    except ImportError:  # Django's own cache handling reports it
+        return []
+    if not isinstance(backend, type):
+        return []
+    if issubclass(backend, DummyCache):
+        why = "which keeps nothing: every cached result is lost"
+    elif issubclass(backend, LocMemCache) and not config.sync:  # sync: one process
+        why = ("which each process keeps to itself: the web process never sees a result a "
+               "worker saved, and result(..., cached=True) returns None")
+    else:
+        return []
+    return [checks.Warning(
+        f"{uses} keeps results in the cache {alias!r} ({backend.__name__}), {why}",
+        hint=f"point {setting} at a cache in settings.CACHES that every process shares "
+             f"(Redis, Memcached or the database cache)",
+        obj="settings.Q_CLUSTER", id="qhive.W002")]
 
 
 def _plugin_checks(pm: Any, config: Config) -> list[checks.CheckMessage]:

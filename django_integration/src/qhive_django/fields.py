@@ -9,6 +9,10 @@ serializer); a value that cannot be stored is a ``ValidationError`` when the
 schedule is saved, naming the value's type. The admin shows and takes plain JSON,
 and also Django Q2's notation (``1, 'two'`` for args, ``x=1, y='two'`` for kwargs),
 so schedules written for Django Q2 can be pasted in.
+
+args read as Django Q2 reads them, a single value being the one argument (``"2"``
+is ``(2,)``, ``"'a'"`` is ``("a",)``), with one difference: a list (``[1, "two"]``,
+JSON or Python) is the arguments, where Django Q2 would pass it as one argument.
 """
 
 from __future__ import annotations
@@ -38,11 +42,18 @@ def loads(text: str) -> Any:
     return _json.loads(text.encode())
 
 
+def args_of(value: Any) -> tuple:
+    """The arguments ``value`` stands for: a list or tuple is them, anything else is one."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
 def parse_legacy(text: str, kind: str) -> Any:
-    """Django Q2's notation: ``1, 'a'`` (args) or ``x=1, y='a'`` / ``{'x': 1}`` (kwargs)."""
+    """Django Q2's notation: ``1, 'a'`` / ``(1, 'a')`` / ``2`` (args) or ``x=1, y='a'`` /
+    ``{'x': 1}`` (kwargs)."""
     if kind == "args":
-        value = ast.literal_eval(f"({text},)") if text.strip() else ()
-        return tuple(value)
+        # One literal, as Django Q2's scheduler reads it: "2" is (2,), and "(1.5,)",
+        # what Django Q2 stores, is (1.5,).
+        return args_of(ast.literal_eval(text)) if text.strip() else ()
     try:
         value = ast.literal_eval(text)
         if isinstance(value, dict):
@@ -75,12 +86,7 @@ class ArgumentsField(models.TextField):
         if value is None:
             return None
         if self.kind == "args":
-            if isinstance(value, list):
-                return tuple(value)
-            if not isinstance(value, tuple):
-                raise ValidationError(f"args must be a tuple or list, got {type(value).__name__}",
-                                      code="invalid")
-            return value
+            return args_of(value)
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ValidationError(f"kwargs must be a dict with string keys, got {value!r}"[:200],
                                   code="invalid")

@@ -17,7 +17,14 @@ from qhive.contracts import TaskResult
 from qhive.plugins import hookimpl
 from qhive.task import resolve_func
 
-from qhive_django.signals import SENDER, post_execute, post_spawn, pre_enqueue, pre_execute
+from qhive_django.signals import (
+    SENDER,
+    post_execute,
+    post_execute_in_worker,
+    post_spawn,
+    pre_enqueue,
+    pre_execute,
+)
 
 logger = logging.getLogger("qhive")
 
@@ -52,6 +59,20 @@ def qhive_execute_task(func: Callable[..., Any], task: dict[str, Any]) -> Any:
     finally:
         if not task.get("sync"):
             close_old_connections()
+
+
+@hookimpl
+def qhive_post_execute_in_worker(task: dict[str, Any], result: TaskResult) -> None:
+    try:
+        func = resolve_func(task["func"])
+    except Exception:  # the task failed on it; Django Q2 sends None then
+        func = None
+    sent = {**task, "result": result.result, "success": result.success, "stopped": result.stopped}
+    for receiver, error in post_execute_in_worker.send_robust(sender=SENDER, func=func,
+                                                              task=sent, result=result):
+        if isinstance(error, Exception):
+            logger.error("post_execute_in_worker receiver %r failed on task %s: %r",
+                         receiver, task.get("id"), error, exc_info=error)
 
 
 @hookimpl

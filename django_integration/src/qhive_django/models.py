@@ -16,7 +16,8 @@ import zoneinfo
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connections, models, router, transaction
+from django.db.models import F
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -70,6 +71,80 @@ def validate_func(value: str) -> None:
                               code="invalid")
 
 
+#: The PostgreSQL ``NOTIFY`` channel of :func:`schedules_changed`; ORM broker queues
+#: notify on ``qhive_<queue>``, so no queue name can collide with it.
+SCHEDULES_CHANNEL = "qhive:schedules"
+
+
+def schedules_changed(using: str | None = None) -> None:
+    """Wake the schedulers of running clusters: schedules on database ``using`` changed.
+
+    ``Schedule.save()``, ``delete()`` and ``Schedule.objects``' ``update()``,
+    ``delete()`` and ``bulk_create()`` call it; call it after changing schedules
+    behind the ORM's back (raw SQL). Once the transaction commits, it increments
+    :class:`ScheduleRevision` (which a sleeping scheduler reads every second) and, on
+    PostgreSQL, sends ``NOTIFY`` (which a listening scheduler gets at once).
+    A failure is logged: the schedulers then see the change at their next look.
+    """
+    using = using or router.db_for_write(Schedule)
+    connection = connections[using]
+    if connection.in_atomic_block or connection.get_autocommit():
+        transaction.on_commit(lambda: _mark_changed(using), using=using, robust=True)
+    else:  # set_autocommit(False): no on_commit; the mark commits with the caller's work
+        _mark_changed(using)
+
+
+def _mark_changed(using: str) -> None:
+    revision = ScheduleRevision.objects.using(using).filter(pk=1)
+    if not revision.update(revision=F("revision") + 1):
+        ScheduleRevision.objects.using(using).get_or_create(pk=1)  # a flushed table
+        revision.update(revision=F("revision") + 1)
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [SCHEDULES_CHANNEL])
+
+
+class ScheduleQuerySet(models.QuerySet):
+    """``Schedule.objects``: bulk writes wake the schedulers too (:func:`schedules_changed`)."""
+
+    def update(self, **kwargs: Any) -> int:
+        rows = super().update(**kwargs)
+        if rows:
+            schedules_changed(self._write_db())
+        return rows
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        deleted = super().delete()
+        if deleted[0]:
+            schedules_changed(self._write_db())
+        return deleted
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        if created:
+            schedules_changed(self._write_db())
+        return created
+
+    def _write_db(self) -> str:
+        return self._db or router.db_for_write(self.model)
+
+
+class ScheduleRevision(models.Model):
+    """One row whose ``revision`` every change of the schedules increments: where a
+    scheduler cannot ``LISTEN`` (SQLite, MariaDB), it reads it every second to learn
+    that a schedule was added, changed or deleted. Incremented after the change
+    committed, so a scheduler that sees the new number also sees the change, and
+    writers hold the row only for that one statement."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    revision = models.BigIntegerField(default=0)
+
+    class Meta:
+        app_label = "qhive_django"
+        db_table = "qhive_schedule_revision"
+
+
 class Schedule(models.Model):
     """A task to run once or repeatedly: Django Q2's ``Schedule``.
 
@@ -82,6 +157,8 @@ class Schedule(models.Model):
     ``repeats``: ``n > 0`` runs n more times, ``0`` is paused, negative runs for
     ever and counts down (-1, -2, ...: ``-repeats - 1`` runs so far). A ``ONCE``
     schedule with negative ``repeats`` deletes itself after its run.
+
+    Writing schedules wakes the schedulers of running clusters (:func:`schedules_changed`).
     """
 
     ONCE = recurrence.ONCE
@@ -110,6 +187,8 @@ class Schedule(models.Model):
         (YEARLY, _("Yearly")),
         (CRON, _("Cron")),
     )
+
+    objects = ScheduleQuerySet.as_manager()
 
     name = models.CharField(max_length=100, null=True, blank=True, unique=True)
     func = models.CharField(max_length=256, validators=[validate_func],
@@ -224,6 +303,13 @@ class Schedule(models.Model):
                 self.next_run = self.slot_after(self.next_run - dt.timedelta(microseconds=1))
         super().save(*args, **kwargs)
         self._loaded_next_run = self.next_run
+        schedules_changed(self._state.db)
+
+    def delete(self, using: str | None = None, keep_parents: bool = False) -> tuple[int, dict]:
+        using = using or router.db_for_write(type(self), instance=self)
+        deleted = super().delete(using, keep_parents)
+        schedules_changed(using)
+        return deleted
 
     # -- the last run
 

@@ -1,11 +1,14 @@
 """Django Q's monitoring API: :class:`Stat`, and the screens of ``qmonitor``,
 ``qinfo`` and ``qmemory`` (:func:`monitor`, :func:`info`, :func:`memory`).
 
-Statistics come from the broker's statistics store (the ORM broker keeps them in
-a table of its own, the Redis broker in Redis), so monitoring works without the
-shared Django cache Django Q needs. Stats are keyed by ``Q_CLUSTER['name']``:
+Statistics come from where the clusters keep them (:func:`stat_store`): the
+broker's statistics store (the ORM broker keeps them in a table of its own, the
+Redis broker in Redis), else the result store's, so monitoring works without the
+shared Django cache Django Q needs. When neither can keep them the screens say
+so, and why, instead of "no clusters". Stats are signed: one saved with another
+``SECRET_KEY`` (or altered) is not shown. They are keyed by ``Q_CLUSTER['name']``:
 every cluster of the project, ALT clusters included, shows together — as long
-as they save their stats through the same broker as the root cluster.
+as they save their stats in the same place as the root cluster.
 
 The functions take ``stream`` (default ``sys.stdout``) so that the commands can
 print where Django's ``call_command(..., stdout=...)`` wants; with a stream that
@@ -14,14 +17,19 @@ is not a terminal they print plain text, without colours or cursor movement.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import signal
 import socket
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from qhive.cluster.stat import STARTING, STOPPED, STOPPING, WORKING
+from qhive.cluster.stat import STARTING, STOPPED, STOPPING, WORKING, StatStore, choose_store
 from qhive.cluster.stat import Stat as CoreStat
 from qhive.errors import BrokerConnectionError
 
@@ -30,7 +38,7 @@ if TYPE_CHECKING:
     from qhive.contracts import Broker, ResultStore
 
 __all__ = ["Stat", "check_broker", "cluster_ids", "config_lines", "info",
-           "memory", "monitor", "summary"]
+           "memory", "monitor", "stat_store", "summary"]
 
 T = TypeVar("T")
 
@@ -72,8 +80,7 @@ class Stat(CoreStat):
 
         :param broker: a qhive broker; default: the configured one.
         """
-        broker = broker if broker is not None else default_broker()
-        stat = super().get(broker, project_name(), cluster_id)
+        stat = stat_store(broker).get(cluster_id, cls)
         if stat is None:
             stat = cls(cluster_id=cluster_id, name="", host="", pid=0, status=STOPPED,
                        tob=0.0, timestamp=0.0)
@@ -86,8 +93,21 @@ class Stat(CoreStat):
 
         :param broker: a qhive broker; default: the configured one.
         """
-        broker = broker if broker is not None else default_broker()
-        return super().get_all(broker, project_name())  # type: ignore[return-value]
+        return stat_store(broker).get_all(cls)
+
+
+def stat_store(broker: Broker | None = None) -> StatStore:
+    """Where the clusters of this project keep their stats, as the cluster chose it
+    (:func:`qhive.cluster.stat.choose_store`): ``broker`` (default: the configured
+    one) if it keeps statistics, else the configured result store if it can.
+    Stats are verified with the configured cluster's signer."""
+    from qhive_django.conf import get_pipeline
+
+    pipeline = get_pipeline()
+    if broker is None:
+        return CoreStat.store_for(pipeline)
+    return choose_store(broker, lambda: pipeline.result_store, pipeline.codec.signer,
+                        pipeline.config.name)
 
 
 def project_name() -> str:
@@ -157,11 +177,12 @@ def _orm_alias(store: ResultStore) -> str | None:
 @dataclasses.dataclass
 class Summary:
     """What ``qinfo`` shows: sums over every running cluster of the project and
-    counts from the result store (None: the store cannot tell)."""
+    counts from the result store (None: the store cannot tell; for the clusters:
+    no statistics can be kept)."""
 
-    clusters: int
-    workers: int
-    restarts: int
+    clusters: int | None
+    workers: int | None
+    restarts: int | None
     queued: int
     successes: int | None
     failures: int | None
@@ -173,8 +194,9 @@ class Summary:
     avg_time: float | None
 
 
-def summary(broker: Broker, store: ResultStore, stats: Sequence[CoreStat]) -> Summary:
-    """The numbers of ``qinfo``, computed with aggregate queries (no rows are loaded)."""
+def summary(broker: Broker, store: ResultStore, stats: Sequence[CoreStat] | None) -> Summary:
+    """The numbers of ``qinfo``, computed with aggregate queries (no rows are loaded);
+    ``stats`` None: no statistics can be kept, the cluster numbers are unknown."""
     successes = failures = rate = avg_time = None
     per = "day"
     alias = _orm_alias(store)
@@ -193,9 +215,12 @@ def summary(broker: Broker, store: ResultStore, stats: Sequence[CoreStat]) -> Su
         successes, failures = counts["successes"], counts["failures"]
         rate, per = _rate(counts["last_day"])
         avg_time = _seconds(counts["avg_time"])
+    known = stats is not None
     return Summary(
-        clusters=len(stats), workers=sum(len(s.workers) for s in stats),
-        restarts=sum(s.reincarnations for s in stats), queued=broker.queue_size(),
+        clusters=len(stats) if known else None,
+        workers=sum(len(s.workers) for s in stats) if known else None,
+        restarts=sum(s.reincarnations for s in stats) if known else None,
+        queued=broker.queue_size(),
         successes=successes, failures=failures, schedules=_schedules(), rate=rate, per=per,
         avg_time=avg_time,
     )
@@ -295,15 +320,57 @@ def _draw_once(term: Terminal, stream: IO[str], lines: Sequence[str]) -> None:
 
 
 def _live(term: Terminal, stream: IO[str], frame: Callable[[], Sequence[str]]) -> None:
-    """Redraw ``frame()`` every :data:`REFRESH` seconds until q, Q or Ctrl-C."""
-    with term.fullscreen(), term.hidden_cursor(), term.cbreak():
+    """Redraw ``frame()`` every :data:`REFRESH` seconds until q, Q, Ctrl-C or SIGTERM.
+
+    Without a keyboard (stdin not a terminal: ssh without -t, CI, ``</dev/null``)
+    ``inkey`` returns at once; the rest of the interval is then slept, so a pipe
+    gets one plain snapshot per interval instead of as many as the CPU can draw.
+    """
+    with term.fullscreen(), term.hidden_cursor(), term.cbreak(), _sigterm_quits():
         try:
             while True:
                 _draw(term, stream, frame())
-                if term.inkey(timeout=REFRESH) in ("q", "Q"):
+                deadline = time.monotonic() + REFRESH
+                key = term.inkey(timeout=REFRESH)
+                if key in ("q", "Q"):
                     return
-        except KeyboardInterrupt:  # Ctrl-C quits too, leaving the terminal as it was
+                if not key:  # no key: the interval is over, or there is no keyboard
+                    time.sleep(max(deadline - time.monotonic(), 0.0))
+        except (KeyboardInterrupt, _Terminated):  # leave the terminal as it was
             return
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived while a live screen was shown."""
+
+
+@contextlib.contextmanager
+def _sigterm_quits() -> Iterator[None]:
+    """Let SIGTERM end a live screen as Ctrl-C does (the terminal is restored, the
+    exit code is 0), where Python's default would die at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _empty(term: Terminal, stats: StatStore, width: int) -> list[str]:
+    """What a screen shows instead of cluster rows: that none runs, or why none can
+    be seen (no statistics can be kept), wrapped to ``width``."""
+    if stats.keeper is not None:
+        return [NO_CLUSTERS]
+    reason = stats.reason[:1].upper() + stats.reason[1:]
+    if term.does_styling:
+        width = min(width, term.width)
+    return [term.yellow(line) for line in textwrap.wrap(reason, max(width, 40))]
 
 
 def _uptime(seconds: float) -> str:
@@ -350,8 +417,10 @@ class _Sample:
 class _Sampler:
     """Reads what ``qmonitor`` shows, keeping the last good values when a read fails."""
 
-    def __init__(self, broker: Broker, store: Callable[[], ResultStore]) -> None:
+    def __init__(self, broker: Broker, stats: StatStore,
+                 store: Callable[[], ResultStore]) -> None:
         self.broker = broker
+        self.stats = stats
         self.store = store
         self.last = _Sample()
 
@@ -359,7 +428,7 @@ class _Sampler:
         errors: list[str] = []
         last = self.last
         broker = self.broker
-        stats = _attempt(errors, "stats", lambda: Stat.get_all(broker), last.stats)
+        stats = _attempt(errors, "stats", lambda: self.stats.get_all(Stat), last.stats)
         broker_info = last.broker_info or _attempt(errors, "broker", broker.info, "")
         queued = _attempt(errors, "queue", self._queued, last.queued)
         counts = _attempt(errors, "results", lambda: result_counts(self.store()), last.counts)
@@ -371,14 +440,15 @@ class _Sampler:
         return f"{size}({locked})" if locked else str(size)
 
 
-def _monitor_frame(term: Terminal, sample: _Sample, *, live: bool) -> list[str]:
+def _monitor_frame(term: Terminal, sample: _Sample, stats: StatStore, *,
+                   live: bool) -> list[str]:
     rows = [_monitor_row(term, stat) for stat in sample.stats]
     successes, failures = sample.counts if sample.counts is not None else ("-", "-")
     bar = [term.cyan("Queued"), sample.queued, term.cyan("Success"), str(successes),
            term.cyan("Failures"), str(failures)]
     width = _column_width(term, [MONITOR_COLUMNS, *rows, bar], len(MONITOR_COLUMNS))
     lines = [term.black_on_green(_cells(term, MONITOR_COLUMNS, width))]
-    lines += [_cells(term, row, width) for row in rows] or [NO_CLUSTERS]
+    lines += [_cells(term, row, width) for row in rows] or _empty(term, stats, width * 6)
     lines.append("")
     broker_info = sample.broker_info or "?"
     info_width = width * 3  # the broker's info line is long: three columns
@@ -418,7 +488,8 @@ def _state(term: Terminal, status: str) -> str:
 def monitor(run_once: bool = False, broker: Broker | None = None, *,
             stream: IO[str] | None = None) -> list[Stat]:
     """``qmonitor``: every running cluster of the project, refreshed every second
-    until q, Q or Ctrl-C; with ``run_once``, one screen as plain lines.
+    until q, Q, Ctrl-C or SIGTERM; with ``run_once``, one screen as plain lines.
+    Without a terminal (a pipe, ``</dev/null``) it prints one screen a second.
 
     :returns: the stats last shown (as Django Q's ``monitor()`` returns ``Stat.get_all()``).
     :raises BrokerConnectionError: the broker cannot be reached at start. Later
@@ -430,11 +501,12 @@ def monitor(run_once: bool = False, broker: Broker | None = None, *,
     term = _terminal(stream)
     broker = broker if broker is not None else default_broker()
     check_broker(broker)
-    sampler = _Sampler(broker, lambda: get_pipeline().result_store)
+    stats = stat_store(broker)
+    sampler = _Sampler(broker, stats, lambda: get_pipeline().result_store)
     if run_once:
-        _draw_once(term, stream, _monitor_frame(term, sampler.sample(), live=False))
+        _draw_once(term, stream, _monitor_frame(term, sampler.sample(), stats, live=False))
     else:
-        _live(term, stream, lambda: _monitor_frame(term, sampler.sample(), live=True))
+        _live(term, stream, lambda: _monitor_frame(term, sampler.sample(), stats, live=True))
     return sampler.last.stats
 
 
@@ -454,14 +526,17 @@ def info(broker: Broker | None = None, *, stream: IO[str] | None = None) -> bool
     term = _terminal(stream)
     broker = broker if broker is not None else default_broker()
     check_broker(broker)
-    numbers = summary(broker, get_pipeline().result_store, Stat.get_all(broker))
+    stats = stat_store(broker)
+    numbers = summary(broker, get_pipeline().result_store,
+                      stats.get_all(Stat) if stats.keeper is not None else None)
     def shown(value: Any, digits: int = 0) -> str:
         if value is None:
             return "-"
         return f"{value:.{digits}f}" if digits else str(value)
 
     rows = [
-        ("Clusters", numbers.clusters, "Workers", numbers.workers, "Restarts", numbers.restarts),
+        ("Clusters", shown(numbers.clusters), "Workers", shown(numbers.workers),
+         "Restarts", shown(numbers.restarts)),
         ("Queued", numbers.queued, "Successes", shown(numbers.successes),
          "Failures", shown(numbers.failures)),
         ("Schedules", shown(numbers.schedules), f"Tasks/{numbers.per}", shown(numbers.rate, 2),
@@ -473,6 +548,8 @@ def info(broker: Broker | None = None, *, stream: IO[str] | None = None) -> bool
     width = _column_width(term, cells, 6)
     lines = [term.black_on_green(term.ljust(header, width * 6))]
     lines += [_cells(term, row, width) for row in cells]
+    if stats.keeper is None:
+        lines += _empty(term, stats, width * 6)
     _draw_once(term, stream, lines)
     return True
 
@@ -537,6 +614,53 @@ class _MemoryWatch:
                 f"at {when:%Y-%m-%d %H:%M:%S}")
 
 
+def _table(term: Terminal, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """qmemory's header and rows, each column as wide as its widest cell, so that no
+    header is cut (an equal share of the terminal cut ``Forkserver (MB)``). On a
+    terminal too narrow for that, headers take two lines — the name, then the unit —
+    and the columns that still do not fit are left off, as a note says."""
+    header = [list(columns)]
+    widths = _widths(term, [*header, *rows])
+    if term.does_styling and sum(widths) > term.width:
+        header = [list(part) for part in zip(*map(_name_and_unit, columns), strict=True)]
+        widths = _widths(term, [*header, *rows])
+    fit = len(columns)
+    if term.does_styling:
+        while fit > 1 and sum(widths[:fit]) > term.width:
+            fit -= 1
+    lines = [term.black_on_green(_row(term, line[:fit], widths)) for line in header]
+    lines += [_row(term, row[:fit], widths) for row in rows]
+    if fit < len(columns):
+        left_off = ", ".join(columns[fit:])
+        lines.append(f"Not shown, the terminal is too narrow ({term.width} columns): {left_off}")
+    return lines
+
+
+def _name_and_unit(header: str) -> tuple[str, str]:
+    """``"Available (MB)"`` -> ``("Available", "(MB)")``; ``"Host"`` -> ``("Host", "")``."""
+    name, space, unit = header.rpartition(" (")
+    return (name, "(" + unit) if space else (header, "")
+
+
+def _widths(term: Terminal, rows: Iterable[Sequence[str]]) -> list[int]:
+    """The width of each column: its widest cell and two spaces."""
+    widths: list[int] = []
+    for row in rows:
+        for index, cell in enumerate(row):
+            width = term.length(str(cell)) + 2
+            if index == len(widths):
+                widths.append(width)
+            elif width > widths[index]:
+                widths[index] = width
+    return widths
+
+
+def _row(term: Terminal, cells: Sequence[str], widths: Sequence[int]) -> str:
+    # ``cells`` may be the first columns only (those that fit): zip stops with them.
+    return "".join(term.ljust(str(cell), width)
+                   for cell, width in zip(cells, widths, strict=False))
+
+
 def _now() -> dt.datetime:
     from django.conf import settings
     from django.utils import timezone
@@ -545,14 +669,15 @@ def _now() -> dt.datetime:
 
 
 def _memory_frame(term: Terminal, watch: _MemoryWatch, stats: Sequence[CoreStat],
-                  errors: Sequence[str], *, workers: bool, live: bool) -> list[str]:
+                  errors: Sequence[str], *, workers: bool, live: bool,
+                  store: StatStore | None = None) -> list[str]:
     per_worker = max((len(s.workers) for s in stats), default=0) if workers else 0
     columns = [*MEMORY_COLUMNS, *(f"Worker #{n + 1} (MB)" for n in range(per_worker))]
     host = watch.host_memory()
     rows = [watch.row(stat, per_worker, host) for stat in stats]
-    width = _column_width(term, [columns, *rows], len(columns))
-    lines = [term.black_on_green(_cells(term, columns, width))]
-    lines += [_cells(term, row, width) for row in rows] or [NO_CLUSTERS]
+    lines = _table(term, columns, rows)
+    if not rows:
+        lines += _empty(term, store, 100) if store is not None else [NO_CLUSTERS]
     lines += ["", MEMORY_LEGEND, term.black_on_cyan(watch.footer()), ""]
     if errors:
         lines.append(term.white_on_red("; ".join(errors)))
@@ -564,7 +689,8 @@ def _memory_frame(term: Terminal, watch: _MemoryWatch, stats: Sequence[CoreStat]
 def memory(run_once: bool = False, workers: bool = False, broker: Broker | None = None, *,
            stream: IO[str] | None = None) -> list[Stat]:
     """``qmemory``: the memory of this host and of every cluster of the project on it,
-    refreshed every second until q, Q or Ctrl-C; ``workers`` adds one column per worker.
+    refreshed every second until q, Q, Ctrl-C or SIGTERM (without a terminal: one
+    screen a second, as plain text); ``workers`` adds one column per worker.
 
     Clusters on other hosts show ``other host``: psutil measures local processes only.
 
@@ -575,13 +701,15 @@ def memory(run_once: bool = False, workers: bool = False, broker: Broker | None 
     import psutil  # a dependency of qhive (the cluster sets cpu affinity with it)
     broker = broker if broker is not None else default_broker()
     check_broker(broker)
+    stats = stat_store(broker)
     watch = _MemoryWatch(psutil)
     shown: list[Stat] = []
 
     def frame(live: bool) -> list[str]:
         errors: list[str] = []
-        shown[:] = _attempt(errors, "stats", lambda: Stat.get_all(broker), shown)
-        return _memory_frame(term, watch, shown, errors, workers=workers, live=live)
+        shown[:] = _attempt(errors, "stats", lambda: stats.get_all(Stat), shown)
+        return _memory_frame(term, watch, shown, errors, workers=workers, live=live,
+                             store=stats)
 
     if run_once:
         _draw_once(term, stream, frame(live=False))

@@ -21,8 +21,13 @@ be run (bad arguments, a broker error) is logged with the reason, left as it was
 and tried again after ``scheduler_interval`` — the others go on.
 
 **On time.** After each pass the scheduler sleeps until the next schedule is due,
-or ``scheduler_interval`` (to see new and edited schedules) if that comes first:
-a schedule every 10 s runs every 10 s.
+or ``scheduler_interval`` if that comes first: a schedule every 10 s runs every 10 s.
+A schedule added, changed or deleted wakes it at once
+(:func:`qhive_django.models.schedules_changed`): on PostgreSQL a ``NOTIFY`` reaches
+its ``LISTEN`` connection; elsewhere (or when it cannot listen) it reads the
+schedules' revision every :data:`CHANGE_CHECK_INTERVAL`. It notes the revision
+(or empties its notifications) before each pass, so a change made during a pass
+wakes it right after; a change only wakes it early, and the claim keeps each slot once.
 
 **Missed slots** (the cluster was down): with ``catch_up`` (the default) each one
 runs, oldest first, up to :data:`CATCH_UP_BATCH` per schedule per pass; without,
@@ -31,6 +36,7 @@ the schedule runs once and moves to its first future slot.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -43,12 +49,17 @@ from django.utils import timezone
 from qhive.config import Config
 from qhive.task import derived_id, split_options
 
-from qhive_django.models import Schedule
+from qhive_django.models import SCHEDULES_CHANNEL, Schedule, ScheduleRevision
 
 logger = logging.getLogger("qhive.scheduler")
 
 #: Missed slots of one schedule run per pass with ``catch_up``; the next pass goes on.
 CATCH_UP_BATCH = 100
+#: Seconds between two looks at the schedules' revision by a sleeping scheduler that
+#: cannot LISTEN (SQLite, MariaDB), and the longest it takes to notice that it stops.
+CHANGE_CHECK_INTERVAL = 1.0
+#: After the LISTEN connection failed, read the revision this long before trying again.
+LISTEN_RETRY_INTERVAL = 30.0
 
 
 def schedules_of(config: Config) -> QuerySet:
@@ -94,7 +105,8 @@ def run_schedule(schedule: Schedule, config: Config, now: dt.datetime) -> int:
     with transaction.atomic(using=db):
         # The claim: it matches no row if another cluster ran this slot meanwhile (or
         # someone edited the schedule); the row lock holds others off until the commit.
-        as_read = Schedule.objects.using(db).filter(
+        # Through the plain base manager: a claim is no news to the other schedulers.
+        as_read = Schedule._base_manager.using(db).filter(
             pk=schedule.pk, next_run=schedule.next_run, repeats=schedule.repeats)
         if schedule.schedule_type == Schedule.ONCE and schedule.repeats < 0:
             claimed = as_read.delete()[0]
@@ -155,12 +167,15 @@ class Scheduler(threading.Thread):
         self._failed: dict[int, float] = {}  # schedule id -> when to try it again
 
     def run(self) -> None:
-        logger.info("scheduler running (looks every %ss, and whenever a schedule is due)",
-                    self.config.scheduler_interval)
+        changes = ScheduleChanges(router.db_for_write(Schedule))
+        logger.info("scheduler running (looks every %ss, whenever a schedule is due, and "
+                    "when schedules change)", self.config.scheduler_interval)
         try:
             while not self.stopping.is_set():
-                self.stopping.wait(self.run_once())
+                changes.arm()
+                changes.wait(self.run_once(), self.stopping)
         finally:
+            changes.close()
             connections.close_all()  # this thread's; the cluster goes on without them
 
     def run_once(self) -> float:
@@ -187,6 +202,127 @@ class Scheduler(threading.Thread):
         self.join(timeout)
 
 
+class ScheduleChanges:
+    """Ends a scheduler's sleep when schedules change on database ``alias``: ``LISTEN``
+    on PostgreSQL (the ORM broker's way, on a psycopg connection of its own), else the
+    :class:`~qhive_django.models.ScheduleRevision` read every :data:`CHANGE_CHECK_INTERVAL`."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.listens = connections[alias].vendor == "postgresql" and _has_psycopg32()
+        self._listener: _Listener | None = None
+        self._listen_failed_at: float | None = None
+        self._seen: int | None = None
+
+    def arm(self) -> None:
+        """Before a pass: a change from now on ends the next :meth:`wait`."""
+        if (listener := self._listen()) is not None:
+            try:
+                listener.drain()
+                return
+            except Exception as exc:
+                self._failed(exc)
+        try:
+            self._seen = self._revision()
+        except Exception:  # the database is away: the pass says so
+            self._seen = None
+
+    def wait(self, seconds: float, stopping: threading.Event) -> None:
+        """Sleep ``seconds``, less if ``stopping`` is set or a schedule changes."""
+        deadline = time.monotonic() + seconds
+        while not stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+            step = min(left, CHANGE_CHECK_INTERVAL)
+            if self._listener is not None:
+                try:
+                    if self._listener.wait(step):
+                        return
+                    continue
+                except Exception as exc:
+                    self._failed(exc)
+                    return  # a pass, noting the revision to read from now on
+            if stopping.wait(step):
+                return
+            try:
+                if self._revision() != self._seen:
+                    return
+            except Exception:  # the database is away: sleep as before, the pass says so
+                stopping.wait(max(0.0, deadline - time.monotonic()))
+                return
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def _revision(self) -> int | None:
+        return (ScheduleRevision.objects.using(self.alias).filter(pk=1)
+                .values_list("revision", flat=True).first())
+
+    def _listen(self) -> _Listener | None:
+        if self._listener is not None or not self.listens:
+            return self._listener
+        if (self._listen_failed_at is not None
+                and time.monotonic() - self._listen_failed_at < LISTEN_RETRY_INTERVAL):
+            return None
+        try:
+            self._listener = _Listener(self.alias)
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        self._listen_failed_at = None
+        return self._listener
+
+    def _failed(self, exc: Exception) -> None:
+        logger.warning("scheduler: cannot LISTEN for schedule changes on database %r (%s: %s); "
+                       "reading their revision every %ss instead", self.alias,
+                       type(exc).__name__, exc, CHANGE_CHECK_INTERVAL)
+        self.close()
+        self._listen_failed_at = time.monotonic()
+
+
+class _Listener:
+    """A psycopg 3 connection of its own, LISTENing on ``SCHEDULES_CHANNEL``: Django's
+    connection closes with ``CONN_MAX_AGE`` and drops notifications during queries."""
+
+    def __init__(self, alias: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        params = {key: value for key, value in connections[alias].get_connection_params().items()
+                  if key not in ("cursor_factory", "context", "prepare_threshold")}
+        params.setdefault("connect_timeout", 10)
+        params.setdefault("application_name", "qhive-scheduler")
+        self.conn = psycopg.connect(**params, autocommit=True)
+        try:
+            self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(SCHEDULES_CHANNEL)))
+        except BaseException:
+            self.close()
+            raise
+
+    def drain(self) -> None:
+        for _ in self.conn.notifies(timeout=0):
+            pass
+
+    def wait(self, seconds: float) -> bool:
+        return any(True for _ in self.conn.notifies(timeout=seconds, stop_after=1))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def _has_psycopg32() -> bool:
+    """psycopg >= 3.2 (``notifies(timeout=...)``); with psycopg2 the revision is read."""
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    try:
+        return tuple(int(part) for part in psycopg.__version__.split(".")[:2]) >= (3, 2)
+    except ValueError:
+        return False
+
+
 _running: dict[int, Scheduler] = {}
 
 
@@ -196,6 +332,7 @@ def start_for(cluster: Any) -> None:
         scheduler = Scheduler(cluster.config)
         _running[id(cluster)] = scheduler
         scheduler.start()
+        cluster.watch(scheduler, "scheduler")  # a scheduler that dies stops the cluster
 
 
 def stop_for(cluster: Any) -> None:

@@ -5,6 +5,10 @@ All are sent with ``sender="qhive"``. Receivers connected the Django Q way,
 
 * ``pre_enqueue(task)`` — in the caller, before the task is signed; receivers may change it.
 * ``pre_execute(func, task)`` — in the worker, before the task runs; an error fails the task.
+* ``post_execute_in_worker(func, task, result)`` — in the worker (the caller for ``sync``
+  tasks), right after the task ran, before its result is saved. ``task`` is the package
+  with ``result``, ``success`` and ``stopped`` added; ``func`` the task's function (None
+  if it could not be imported). Errors are logged: the outcome stays what it was.
 * ``post_execute(task, result)`` — after the result was saved and the message
   acknowledged. ``task`` is the package with ``result``, ``success`` and ``stopped``
   added, as Django Q sends it; ``result`` is the saved :class:`qhive.contracts.TaskResult`.
@@ -39,5 +43,6 @@ class QhiveSignal(Signal):
 
 pre_enqueue = QhiveSignal()
 pre_execute = QhiveSignal()
+post_execute_in_worker = QhiveSignal()
 post_execute = QhiveSignal()
 post_spawn = QhiveSignal()

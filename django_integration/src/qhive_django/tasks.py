@@ -308,10 +308,16 @@ def fetch_group(group_id: str, failures: bool = True, wait: float = 0,
 
 
 def count_group(group_id: str, failures: bool = False, cached: bool | None = None, *,
-                cluster: str | None = None) -> int:
+                cluster: str | None = None) -> int | None:
     """How many tasks of a group have a result (failures included); with
-    ``failures`` only the failed ones."""
-    return _store(cached, cluster).count_group(group_id, failures=failures)
+    ``failures`` only the failed ones. From the cache, ``None`` for a group it does
+    not know (as Django Q2: its group key is gone)."""
+    store = _store(cached, cluster)
+    count = store.count_group(group_id, failures=failures)
+    if count == 0 and store is not get_pipeline(cluster).result_store and (
+            not failures or store.count_group(group_id) == 0):
+        return None
+    return count
 
 
 def delete_group(group_id: str, tasks: bool = False, cached: bool | None = None, *,

@@ -377,6 +377,27 @@ class BrokerContract:
         back = watch(broker, SHORT_RETRY + QUIET)
         assert not back, f"{[m.payload for m in back]} came back after being acknowledged"
 
+    def test_touched_message_is_not_redelivered(self, broker_factory):
+        retry = 2 * SHORT_RETRY
+        broker = broker_factory(retry=retry)
+        skip_unless(broker.capabilities.touch, broker, "touch")
+        broker.enqueue(b"held")
+        taken = self._take_one(broker)
+        for _ in range(2):  # renewed before each deadline, until past the first one
+            time.sleep(0.6 * retry)
+            broker.touch([taken.ack_id])
+        early = broker.dequeue(timeout=0.2 * retry)
+        assert not early, (f"{[m.payload for m in early]} came back although its receipt was "
+                           f"renewed with touch()")
+        again = self._take_one(broker, within=retry + self.margin,
+                               what=f"a touched message once its renewed receipt ran out "
+                                    f"(retry={retry})")
+        assert again.payload == b"held"
+        broker.acknowledge(again.ack_id)
+        broker.touch([again.ack_id])  # finished: touching must not bring it back
+        back = watch(broker, retry + QUIET)
+        assert not back, f"{[m.payload for m in back]} came back after touch() of a finished one"
+
     def test_released_message_is_available_at_once(self, broker_factory):
         broker = broker_factory(retry=600)
         skip_unless(broker.capabilities.receipts, broker, "receipts")

@@ -73,6 +73,8 @@ TEMPLATES = [{{
     ]}},
 }}]
 DATABASES = {databases!r}
+# More databases for one test and its cluster processes (an unmigrated one, say).
+DATABASES.update(json.loads(os.environ.get("QHIVE_TEST_EXTRA_DATABASES") or "{{}}"))
 LOGGING = {{"version": 1, "disable_existing_loggers": False}}
 # A test chooses the cluster's settings (and caches) for itself and its cluster processes.
 Q_CLUSTER = json.loads(os.environ.get("QHIVE_TEST_Q_CLUSTER") or "{{}}")

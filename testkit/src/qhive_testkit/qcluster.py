@@ -33,16 +33,22 @@ class QCluster:
     :param log: file that receives the cluster's stdout and stderr.
     :param args: more arguments of ``qcluster`` (``"--name", "long"``).
     :param env: more environment variables (``QHIVE_TEST_CACHES``).
+    :param manage: the argv that runs a management command (default:
+        ``python -m django``); ``qcluster`` and ``args`` follow it.
+
+    The cluster runs in a process group of its own, as under a service manager:
+    :meth:`signal_group` signals all of it, as systemd or Kubernetes do.
     """
 
     def __init__(self, project: Any, q_cluster: dict, log: Path, *args: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, manage: list[str] | None = None) -> None:
         self.log_path = log
         self.q_cluster = q_cluster
+        argv = [*manage, "qcluster", *args] if manage else project.manage("qcluster", *args)
         with log.open("w") as out:
             self.process = subprocess.Popen(
-                project.manage("qcluster", *args), env=project.env(q_cluster, **(env or {})),
-                stdout=out, stderr=subprocess.STDOUT,
+                argv, env=project.env(q_cluster, **(env or {})),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
     @property
@@ -65,12 +71,22 @@ class QCluster:
         """Send ``sig`` and wait for the exit code (SIGKILL after ``within`` s, failing)."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
+        return self.wait(within)
+
+    def wait(self, within: float = 60.0) -> int:
+        """The exit code, once the cluster exits (SIGKILL after ``within`` s, failing)."""
         try:
             return self.process.wait(within)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
             pytest.fail(f"qcluster did not stop within {within} s:\n{self.log()}")
+
+    def signal_group(self, sig: int = signal.SIGTERM, within: float = 60.0) -> int:
+        """Send ``sig`` to the cluster's whole process group; wait for the exit code."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        return self.wait(within)
 
     def kill(self) -> None:
         """``kill -9`` the sentinel and every worker of this cluster, as a crash would."""
@@ -89,7 +105,7 @@ class QCluster:
         from qhive.cluster import Stat
         from qhive_django.conf import get_pipeline
 
-        stats = Stat.get_all(get_pipeline(cluster).broker, self.q_cluster["name"])
+        stats = Stat.store_for(get_pipeline(cluster)).get_all()
         mine = [s for s in stats if s.pid == self.process.pid]
         return mine[0] if mine else None
 

@@ -11,7 +11,8 @@ callable ``(config: qhive.config.Config) -> ResultStore``::
 Each test gets a config with its own cluster ``name``, unique task ids and group
 names, and ``stopped`` times later than anything already stored, so a store
 shared with other data (one database table) passes too. The suite deletes what
-it saved afterwards.
+it saved afterwards. A store declaring ``keeps_stats`` is also checked as a place
+for cluster statistics (the tests of undeclared capabilities skip, naming them).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import uuid4
@@ -26,7 +28,7 @@ from uuid import uuid4
 import pytest
 from qhive.contracts import ResultStore, TaskResult
 
-from qhive_testkit._util import cleanup, make_config, pickled_copy, unique
+from qhive_testkit._util import MARGIN, cleanup, make_config, pickled_copy, skip_unless, unique
 
 PLUS_TWO = dt.timezone(dt.timedelta(hours=2), "contract+02")
 
@@ -362,3 +364,45 @@ class ResultStoreContract:
         store.save(result)
         copy = pickled_copy(store, "result store")
         assert copy.get(result.id) == result
+
+    # -- statistics (``keeps_stats``): where clusters keep theirs when the broker cannot
+
+    def test_stats_set_and_get(self, store):
+        skip_unless(store.keeps_stats, store, "keeps_stats")
+        key = unique("qhive:contract:cluster:stat")
+        assert store.get_stat(key) is None
+        store.set_stat(key, b"\x00first", 120)
+        assert store.get_stat(key) == b"\x00first"
+        store.set_stat(key, b"second", 120)
+        assert store.get_stat(key) == b"second", "set_stat() must replace the value"
+
+    def test_stats_by_prefix(self, store):
+        skip_unless(store.keeps_stats, store, "keeps_stats")
+        prefix = unique("qhive:contract-a:cluster") + ":"
+        other = unique("qhive:contract-b:cluster") + ":"
+        store.set_stat(prefix + "a", b"A", 120)
+        store.set_stat(prefix + "b", b"B", 120)
+        store.set_stat(prefix + "b", b"B2", 120)
+        store.set_stat(other + "c", b"C", 120)
+        assert sorted(store.get_stats(prefix)) == [b"A", b"B2"]
+        assert store.get_stats(unique("qhive:contract-none:cluster") + ":") == []
+
+    def test_stats_expire(self, store):
+        skip_unless(store.keeps_stats, store, "keeps_stats")
+        prefix = unique("qhive:contract-ttl:cluster") + ":"
+        ttl = 1.5
+        store.set_stat(prefix + "short", b"short", ttl)
+        store.set_stat(prefix + "long", b"long", 120)
+        deadline = time.monotonic() + ttl + MARGIN
+        while store.get_stat(prefix + "short") is not None:
+            assert time.monotonic() < deadline, f"a stat with ttl={ttl} never expired"
+            time.sleep(0.1)
+        assert store.get_stats(prefix) == [b"long"]
+        assert store.get_stat(prefix + "long") == b"long"
+
+    def test_stats_seen_by_a_pickled_copy(self, store):
+        skip_unless(store.keeps_stats, store, "keeps_stats")
+        key = unique("qhive:contract-copy:cluster") + ":x"
+        store.set_stat(key, b"shared", 120)
+        copy = pickled_copy(store, "result store")
+        assert copy.get_stat(key) == b"shared", "stats must be visible to other processes"

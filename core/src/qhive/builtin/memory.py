@@ -90,6 +90,13 @@ class _Queue:
             heapq.heappush(self.expiries, (now, entry.seq, entry.id))
             self.requeue_expired(now)
 
+    def touch(self, ack_id: str, deadline: float) -> None:
+        """Move the receipt of an in-flight message to ``deadline`` (later only)."""
+        entry = self.in_flight.get(ack_id)
+        if entry is not None and deadline > entry.deadline:
+            entry.deadline = deadline
+            heapq.heappush(self.expiries, (deadline, entry.seq, entry.id))
+
     def next_expiry(self) -> float | None:
         return self.expiries[0][0] if self.expiries else None
 
@@ -122,7 +129,8 @@ class MemoryBroker(Broker):
     """
 
     capabilities = Capabilities(
-        receipts=True, bulk=True, blocking=True, fifo=True, stats=True, shared=False
+        receipts=True, bulk=True, blocking=True, fifo=True, stats=True, shared=False,
+        touch=True,
     )
 
     def __init__(self, queue: str = "default", *, config: Config | None = None) -> None:
@@ -184,6 +192,14 @@ class MemoryBroker(Broker):
         q = self._queue()
         with q.cond:
             q.remove(ack_id)
+
+    def touch(self, ack_ids: Iterable[str]) -> None:
+        q = self._queue()
+        with q.cond:
+            now = time.monotonic()
+            q.requeue_expired(now)
+            for ack_id in ack_ids:
+                q.touch(ack_id, now + float(self.config.retry))
 
     def release(self, ack_id: str) -> None:
         q = self._queue()

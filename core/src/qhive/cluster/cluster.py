@@ -11,15 +11,22 @@ is saved, counted as an attempt and redelivered or given up per ``retry``,
 ``max_attempts`` and ``ack_failures``. Nothing stalls and nothing is lost
 silently.
 
-Stop procedure (SIGINT or SIGTERM): stop taking tasks; give the tasks taken
-but not started back to the broker (with receipts; without, run them first);
-let running tasks finish; save every result; stop the workers. A second
-signal stops at once: running tasks are then not acknowledged and come back
-after ``retry``.
+Stop procedure (SIGINT or SIGTERM, to the sentinel or to its whole process
+group: workers leave the decision to the sentinel): stop taking tasks; give the
+tasks taken but not started back to the broker (with receipts; without, run
+them first); let running tasks finish; save every result; stop the workers.
+Saving waits at most ``STOP_GRACE`` seconds for a failing broker or result
+store: the tasks whose results were not saved are not acknowledged and come
+back after ``retry``. A second signal stops at once, with the same outcome for
+running tasks.
+
+The process exits non-zero when the cluster stopped because something broke:
+a thread of the sentinel died, or workers kept dying as they started.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -28,6 +35,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -36,15 +44,20 @@ from typing import Any
 
 from qhive.cluster.monitor import Monitor
 from qhive.cluster.pusher import Pusher, Queued
-from qhive.cluster.stat import IDLE, STARTING, STOPPED, STOPPING, WORKING, Stat
+from qhive.cluster.stat import IDLE, STARTING, STOPPED, STOPPING, WORKING, Stat, StatStore
 from qhive.cluster.worker import run_worker
 from qhive.config import Config
+from qhive.errors import SetupError
 from qhive.naming import humanize
 from qhive.pipeline import Done, Pipeline
 
 logger = logging.getLogger("qhive.cluster")
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: Workers that die before they are ready, in a row, that stop the cluster.
+START_FAILURES = 3
+#: While stopping, the longest wait for a failing broker or result store.
+STOP_GRACE = 10.0
 
 
 def _mp_context(setup: str | None) -> multiprocessing.context.BaseContext:
@@ -60,6 +73,26 @@ def _mp_context(setup: str | None) -> multiprocessing.context.BaseContext:
     return context
 
 
+@contextlib.contextmanager
+def _main_script_hidden() -> Any:
+    """Start processes without telling them the main script's path.
+
+    multiprocessing re-runs ``__main__``'s file in every child so that objects
+    defined there unpickle; a ``manage.py`` without the ``if __name__ ==
+    "__main__":`` guard would then run ``qcluster`` again in each worker. Task
+    functions never live in the main script, so children do not need it.
+    """
+    main = sys.modules.get("__main__")
+    path = None
+    if main is not None and getattr(main, "__spec__", None) is None:
+        path = main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path
+
+
 @dataclasses.dataclass(eq=False)
 class Worker:
     """The sentinel's view of one worker process."""
@@ -70,6 +103,8 @@ class Worker:
     job: Queued | None = None
     deadline: float | None = None
     timed_out: bool = False
+    ready: bool = False  # set up and waiting for tasks (never given one before)
+    start_error: str | None = None  # why its set-up failed, as it reported
 
     @property
     def busy(self) -> bool:
@@ -94,7 +129,12 @@ class Cluster:
         self.workers: list[Worker] = []
         self.reincarnations = 0
         self.status = STARTING
+        self.exit_code = 0
         self._stop_requests = 0
+        self._start_failures = 0
+        self._watched: list[tuple[threading.Thread, str]] = []
+        self._stat_store: StatStore | None = None  # chosen at the first save
+        self._stat_failed = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -102,7 +142,7 @@ class Cluster:
         self._stat = Stat(self.cluster_id, config.cluster_name, socket.gethostname(), self.pid,
                           configured_workers=config.workers, queue_limit=config.queue_limit)
         self.pusher = Pusher(self.pipeline, self._room, self._wake)
-        self.monitor = Monitor(self.pipeline)
+        self.monitor = Monitor(self.pipeline, saved=self.pusher.space.set)
         self.started = threading.Event()  # set once workers run (tests, embedding)
         self.stopped = threading.Event()
 
@@ -117,16 +157,28 @@ class Cluster:
             self._loop()
             self._shutdown()
         finally:
-            self.status = STOPPED
-            self._save_stat()
+            if self.started.is_set():  # else there is no cluster to report
+                self.status = STOPPED
+                self._save_stat()
             self.pipeline.close()
             self.stopped.set()
-        return 0
+        return self.exit_code
 
     def stop(self) -> None:
         """Ask the cluster to stop (graceful the first time, at once the second)."""
         self._stop_requests += 1
         self._wake()
+
+    def watch(self, thread: threading.Thread, name: str) -> None:
+        """Stop the cluster, exiting non-zero, if ``thread`` ends before the cluster
+        stops — for activities that plugins start (the scheduler)."""
+        self._watched.append((thread, name))
+
+    def _fatal(self, message: str) -> None:
+        logger.critical("%s; stopping the cluster", message)
+        self.exit_code = 1
+        if not self._stop_requests:
+            self.stop()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         logger.info("Q Cluster %s got %s", self.name, signal.Signals(signum).name)
@@ -141,9 +193,8 @@ class Cluster:
         config = self.config
         logger.info("Q Cluster %s starting (queue %r, %d workers, broker %s)", self.name,
                     config.queue, config.workers, config.broker)
-        self.pipeline.broker.ping()
-        self.pipeline.result_store  # noqa: B018 -- fail at start, not at the first result
-        self.pipeline.codec  # noqa: B018
+        self._check_backends()
+        self.pipeline.codec  # noqa: B018 -- fail at start, not at the first task
         for index in range(config.workers):
             self.workers.append(self._spawn(index))
         self._set_affinity()
@@ -155,6 +206,20 @@ class Cluster:
         self.started.set()
         logger.info("Q Cluster %s running (pid %d)", self.name, self.pid)
 
+    def _check_backends(self) -> None:
+        """Talk to the broker and the result store once. One that is not set up
+        (:class:`SetupError`: a missing table) stops the start; one that cannot be
+        reached is said in one line, then retried as while running."""
+        for what, driver in (("broker", self.pipeline.broker),
+                             ("result store", self.pipeline.result_store)):
+            try:
+                driver.ping()
+            except SetupError:
+                raise
+            except Exception as exc:
+                logger.error("the %s cannot be reached yet (%s); the cluster starts and "
+                             "keeps trying", what, exc)
+
     def _spawn(self, index: int) -> Worker:
         ours, theirs = self._ctx.Pipe()
         name = f"qhive-worker-{index}-{uuid.uuid4().hex[:6]}"
@@ -162,7 +227,8 @@ class Cluster:
             target=run_worker, args=(theirs, self.config, self.setup, name), name=name,
             daemon=self.config.daemonize_workers,
         )
-        process.start()
+        with _main_script_hidden():
+            process.start()
         theirs.close()
         return Worker(process, ours, name)
 
@@ -185,7 +251,9 @@ class Cluster:
     # ------------------------------------------------------------------ main loop
     def _room(self) -> int:
         """How many more tasks the pusher may take (``queue_limit`` minus held ones)."""
-        held = len(self.pusher.queue) + sum(w.busy for w in self.workers)
+        # Results not yet saved count too: a failing store stops the intake.
+        held = (len(self.pusher.queue) + sum(w.busy for w in self.workers)
+                + self.monitor.held())
         limit = self.config.queue_limit
         if self._stop_requests:
             return 0
@@ -206,7 +274,7 @@ class Cluster:
         for worker in self.workers:
             if not queue:
                 return
-            if worker.busy or not worker.process.is_alive():
+            if worker.busy or not worker.ready or not worker.process.is_alive():
                 continue
             job = queue.popleft()
             self._give(worker, job)
@@ -251,6 +319,11 @@ class Cluster:
             result, exiting = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
             return False  # it died: the process sentinel tells the rest
+        if result is None:  # its start-up report: ready, or why not
+            worker.ready, worker.start_error = exiting is None, exiting
+            if worker.ready:
+                self._start_failures = 0
+            return True
         job, worker.job, worker.deadline = worker.job, None, None
         self.pusher.space.set()
         if job is not None:
@@ -267,7 +340,12 @@ class Cluster:
         answered = worker.busy and worker.conn.poll(0) and self._receive(worker)
         if answered and worker not in self.workers:  # it was recycling
             return
-        if worker.busy:
+        if not worker.ready:
+            if worker.conn.poll(0):  # its start-up error, if it sent one
+                self._receive(worker)
+            if self._start_failed(worker):
+                return
+        elif worker.busy:
             code = worker.process.exitcode
             if worker.timed_out:
                 message = (f"Task exceeded maximum timeout value "
@@ -277,6 +355,18 @@ class Cluster:
                 message = f"the worker running this task died ({_describe_exit(code)})"
             self._fail_job(worker, message)
         self._replace(worker, "timed out" if worker.timed_out else "died")
+
+    def _start_failed(self, worker: Worker) -> bool:
+        """A worker died before it was ready; True when that stops the cluster."""
+        self._start_failures += 1
+        cause = worker.start_error or _describe_exit(worker.process.exitcode)
+        if self._start_failures < START_FAILURES:
+            logger.error("worker %s died as it started: %s", worker.name, cause)
+            return False
+        self.workers.remove(worker)
+        worker.conn.close()
+        self._fatal(f"workers die as they start ({self._start_failures} in a row): {cause}")
+        return True
 
     def _fail_job(self, worker: Worker, message: str) -> None:
         job = worker.job
@@ -307,10 +397,11 @@ class Cluster:
                 worker.process.kill()  # its death, seen next round, records the failure
 
     def _guard(self) -> None:
-        for thread, name in ((self.pusher, "pusher"), (self.monitor, "monitor")):
+        for thread, name in ((self.pusher, "pusher"), (self.monitor, "monitor"), *self._watched):
             if not thread.is_alive() and not self._stop_requests:
-                logger.critical("the %s thread stopped unexpectedly; stopping the cluster", name)
-                self.stop()
+                error = getattr(thread, "error", None)
+                self._fatal(f"the {name} thread stopped unexpectedly"
+                            + (f" ({type(error).__name__}: {error})" if error else ""))
         self.status = WORKING if any(w.busy for w in self.workers) or self.pusher.queue else IDLE
         self._save_stat()
 
@@ -326,8 +417,7 @@ class Cluster:
         queue = self.pusher.queue
         receipts = self.pipeline.broker.capabilities.receipts
         if receipts:
-            while queue:  # taken, never started: back to the broker for anyone to take
-                self._release(queue.popleft())
+            self._release_all(queue)
         forced = False
         next_stat = time.monotonic() + self.config.guard_cycle
         while any(w.busy for w in self.workers) or (queue and not receipts):
@@ -356,17 +446,31 @@ class Cluster:
         if forced:
             self.monitor.give_up.set()
         self.monitor.finish()
-        self.monitor.join()
+        self.monitor.join(STOP_GRACE)
+        if self.monitor.is_alive():  # the store or broker is failing: do not wait for it
+            self.monitor.give_up.set()
+            self.monitor.join(STOP_GRACE)
+        if self.monitor.is_alive():
+            logger.error("stopping without waiting for %d results to be saved: their tasks "
+                         "were not acknowledged and come back after 'retry' (%s s)",
+                         self.monitor.unsaved, self.config.retry)
         self.workers.clear()
         logger.info("Q Cluster %s stopped (%d processed, %d failed)", self.name,
                     self.monitor.processed, self.monitor.failed)
 
-    def _release(self, job: Queued) -> None:
-        try:
-            self.pipeline.broker.release(job.ack_id)
-        except Exception as exc:
-            logger.warning("could not release task %s (%s); it comes back after 'retry'",
-                           job.task.get("name"), exc)
+    def _release_all(self, queue: collections.deque[Queued]) -> None:
+        """Give the tasks taken but never started back to the broker, for anyone to
+        take; after the first failure, leave the rest to come back after ``retry``."""
+        while queue:
+            try:
+                self.pipeline.broker.release(queue[0].ack_id)
+            except Exception as exc:
+                logger.warning("could not give back %d tasks taken but not started (%s); they "
+                               "come back after 'retry' (%s s)", len(queue), exc,
+                               self.config.retry)
+                queue.clear()
+                return
+            queue.popleft()
 
     # ------------------------------------------------------------------ stats
     @property
@@ -383,13 +487,23 @@ class Cluster:
         return stat
 
     def _save_stat(self) -> None:
-        broker = self.pipeline.broker
-        if not broker.capabilities.stats:
-            return
+        # Statistics are never worth stopping for: a failure is logged, as a warning
+        # the first time (a missing migration, a wrong cache) and quietly after that.
         try:
-            self.stat.save(broker, self.config.name, ttl=max(3.0, self.config.guard_cycle * 6))
-        except Exception as exc:  # statistics are never worth stopping for
-            logger.debug("could not save cluster statistics: %s", exc)
+            store = self._stat_store
+            if store is None:
+                store = self._stat_store = Stat.store_for(self.pipeline)
+                if store.keeper is None:
+                    logger.warning("Q Cluster %s: %s", self.name, store.reason)
+                elif store.keeper is not self.pipeline.broker:
+                    logger.info("Q Cluster %s keeps its statistics in %s", self.name,
+                                store.where)
+            store.save(self.stat, ttl=max(3.0, self.config.guard_cycle * 6))
+        except Exception as exc:
+            log = logger.debug if self._stat_failed else logger.warning
+            self._stat_failed = True
+            log("Q Cluster %s could not save its statistics (%s: %s)", self.name,
+                type(exc).__name__, exc)
 
 
 def configure_logging(config: Config) -> None:

@@ -1,13 +1,17 @@
 """The monitor: saves results in batches and settles their messages.
 
-A thread of the sentinel process. It takes whatever results are waiting,
-saves them with one ``save_many`` call, runs the success / failure hooks and
-acknowledges the messages. ``post_execute`` (Django's signal, and the task's
-own ``hook``) runs on a separate thread, so a slow hook never holds up saving.
+A thread of the sentinel process, with connections of its own. It takes
+whatever results are waiting, saves them with one ``save_many`` call, runs the
+success / failure hooks and acknowledges the messages. ``post_execute``
+(Django's signal, and the task's own ``hook``) runs on a separate thread, so a
+slow hook never holds up saving.
 
-If the result store fails, the batch is kept and retried with back-off: a
-message is only acknowledged after its result was saved, so nothing is lost —
-at worst a task runs again after ``retry``.
+If the result store fails, the results are kept and retried with a short
+back-off: a message is only acknowledged after its result was saved, so nothing
+is lost. Meanwhile the cluster takes no new tasks (:attr:`Monitor.unsaved`
+counts against ``queue_limit``) and, where the broker can, the receipts of the
+held tasks are renewed so that no other cluster runs them again. A stop gives
+up on a failing store after a bound: those tasks come back after ``retry``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from qhive.cluster.outage import Outage
+from qhive.errors import BrokerError
 
 if TYPE_CHECKING:
     from qhive.pipeline import Done, Pipeline
@@ -23,20 +31,38 @@ if TYPE_CHECKING:
 logger = logging.getLogger("qhive.cluster")
 
 BATCH = 200
-MAX_BACKOFF = 30.0
+#: How long the hook thread may take to finish its queue when the cluster stops.
+HOOKS_STOP_WAIT = 10.0
 
 
 class Monitor(threading.Thread):
-    def __init__(self, pipeline: Pipeline) -> None:
+    """:param saved: called after results were saved (their room is free again)."""
+
+    def __init__(self, pipeline: Pipeline, saved: Callable[[], None] = lambda: None) -> None:
         super().__init__(name="qhive-monitor", daemon=True)
-        self.pipeline = pipeline
+        self.pipeline = pipeline  # the cluster gives the monitor drivers of its own
+        self.saved = saved
         self.results: queue.Queue[Done | None] = queue.Queue()
         self.hooks = _HookRunner(pipeline)
         self.processed = 0
         self.failed = 0
-        self.give_up = threading.Event()  # a forced stop: stop retrying a failing store
+        self.unsaved = 0  # results handed over and not yet saved: they count as held
+        self._lock = threading.Lock()
+        self.outage = Outage("result store")
+        self.give_up = threading.Event()  # a stop's bound has passed: stop retrying
+        self.error: BaseException | None = None  # why the thread died, if it did
+        self._failed: Exception | None = None  # the last error of the store or broker
+
+    def held(self) -> int:
+        """Unsaved results that count against ``queue_limit``: all of them while saving
+        fails; otherwise those beyond one batch (a slow store must not grow memory),
+        so that saving in batches never idles the workers."""
+        unsaved = self.unsaved
+        return unsaved if self.outage.errors else max(0, unsaved - BATCH)
 
     def put(self, done: Done) -> None:
+        with self._lock:
+            self.unsaved += 1
         self.results.put(done)
 
     def finish(self) -> None:
@@ -44,41 +70,52 @@ class Monitor(threading.Thread):
         self.results.put(None)
 
     def run(self) -> None:
-        self.hooks.start()
+        try:
+            self.pipeline = self.pipeline.for_thread()
+            self.hooks.start()
+            self._run()
+            self.hooks.finish()
+            self.hooks.join(HOOKS_STOP_WAIT)
+            if self.hooks.is_alive():
+                logger.warning("stopping without waiting for post_execute hooks still running")
+        except BaseException as exc:
+            self.error = exc
+            logger.critical("the monitor thread died", exc_info=True)
+        finally:
+            if self.pipeline.owner is not None:  # close only this thread's copy
+                self.pipeline.close()
+
+    def _run(self) -> None:
         stopping = False
         while not stopping:
             batch = [self.results.get()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self.results.get_nowait())
-                except queue.Empty:
-                    break
-            if batch[-1] is None:
-                stopping = True
-                batch.pop()
-            if batch:
-                self._settle(batch)
-        self.hooks.finish()
-        self.hooks.join()
+            stopping = self._take_waiting(batch)
+            if batch and not self._settle(batch):
+                stopping = self._hold_until_saved(batch) or stopping
 
-    def _settle(self, batch: list[Done]) -> None:
-        errors = 0
-        while True:
+    def _take_waiting(self, batch: list[Done | None], limit: int = BATCH) -> bool:
+        """Add results waiting in the queue to ``batch``; True once ``finish`` was asked."""
+        while len(batch) < limit:
             try:
-                stored = self.pipeline.settle(batch)
+                batch.append(self.results.get_nowait())
+            except queue.Empty:
                 break
-            except Exception as exc:
-                errors += 1
-                delay = min(MAX_BACKOFF, 0.5 * 2**errors)
-                if self.give_up.is_set():
-                    logger.error(
-                        "monitor: could not save %d results (%s); their tasks were not "
-                        "acknowledged and will run again after 'retry'", len(batch), exc)
-                    return
-                logger.error("monitor: saving %d results failed: %s; retrying in %.1f s",
-                             len(batch), exc, delay)
-                self._reconnect()
-                self.give_up.wait(delay)
+        finished = None in batch
+        batch[:] = [d for d in batch if d is not None]
+        return finished
+
+    def _settle(self, batch: list[Done]) -> bool:
+        """Save and settle ``batch``; False if the store or broker failed."""
+        try:
+            stored = self.pipeline.settle(batch)
+        except Exception as exc:
+            self._failed = exc
+            self.outage.what = "broker" if isinstance(exc, BrokerError) else "result store"
+            return False
+        self.outage.recovered()
+        with self._lock:
+            self.unsaved -= len(batch)
+        self.saved()
         for done, result in zip(batch, stored, strict=True):
             self.processed += 1
             if not result.success:
@@ -88,10 +125,43 @@ class Monitor(threading.Thread):
             else:
                 logger.info("Processed '%s' (%s)", result.func, result.name)
             self.hooks.put((done.task, result))
+        return True
 
+    def _hold_until_saved(self, batch: list[Done]) -> bool:
+        """Retry ``batch`` (with every result arriving meanwhile) until it is saved or
+        a stop gives up; return True if ``finish`` was asked meanwhile."""
+        finished = False
+        while True:
+            delay = self.outage.failed(
+                self._failed, f"monitor: saving or acknowledging {len(batch)} results failed "
+                              f"({self.unsaved} tasks held; no new tasks are taken until "
+                              f"they are saved)")
+            self._touch(batch)
+            self._reconnect()
+            # Again well before the renewed receipts run out.
+            if self.give_up.wait(min(delay, self.pipeline.config.retry / 3)):
+                logger.error("stopping without saving %d results: their tasks were not "
+                             "acknowledged and come back after 'retry' (%s s)", len(batch),
+                             self.pipeline.config.retry)
+                with self._lock:
+                    self.unsaved -= len(batch)
+                return finished
+            finished = self._take_waiting(batch, limit=len(batch) + BATCH) or finished
+            if self._settle(batch):
+                return finished
+
+    def _touch(self, batch: list[Done]) -> None:
+        """Renew the receipts of held tasks, so that they are not delivered again."""
+        broker = self.pipeline.broker
+        if not broker.capabilities.touch:
+            return
+        try:
+            broker.touch([d.ack_id for d in batch if d.ack_id is not None])
+        except Exception as exc:  # the broker may be down too: its receipts then wait
+            logger.debug("could not renew the receipts of held tasks: %s", exc)
 
     def _reconnect(self) -> None:
-        """Drop the store's and broker's connections: the next call opens new ones."""
+        """Drop this thread's connections: the next call opens new ones."""
         for driver in (self.pipeline.result_store, self.pipeline.broker):
             try:
                 driver.close()

@@ -9,9 +9,14 @@ Import-time work is the whole point of this module; nothing else imports it.
 
 import logging
 import os
+import signal
 
 from qhive import drivers
 from qhive.task import resolve_func
+
+# SIGTERM to the process group must not kill the forkserver: the sentinel stops
+# gracefully and may still start workers; the server exits when the sentinel does.
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 _setup = os.environ.get("QHIVE_WORKER_SETUP")
 if _setup:

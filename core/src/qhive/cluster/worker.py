@@ -1,9 +1,11 @@
 """The worker process: runs one task at a time, sent by the sentinel over a pipe.
 
-Protocol, one message each way per task: the sentinel sends the pickled task
-dict; the worker answers with the pickled ``(TaskResult, exiting)``. ``None``
-asks the worker to exit. A worker exits on its own after ``recycle`` tasks or
-when its memory passes ``max_rss`` — after answering, so nothing is lost.
+Protocol: once set up, the worker reports ``(None, None)`` — or ``(None, error)``
+and exits if its set-up failed. Then one message each way per task: the
+sentinel sends the pickled task dict; the worker answers with the pickled
+``(TaskResult, exiting)``. ``None`` asks the worker to exit. A worker exits on
+its own after ``recycle`` tasks or when its memory passes ``max_rss`` — after
+answering, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -34,16 +36,23 @@ def rss_kb() -> int:
 
 
 def run_worker(conn: Connection, config: Config, setup: str | None, name: str) -> None:
-    # Ctrl-C reaches the whole process group; the sentinel decides what stops when.
+    # Ctrl-C and SIGTERM reach the whole process group (a terminal, systemd,
+    # Kubernetes, ``kill -- -PGID``); the sentinel decides what stops when, and
+    # running tasks finish. The sentinel stops a worker over the pipe or with SIGKILL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if setup:
-        resolve_func(setup)()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        if setup:
+            resolve_func(setup)()
 
-    from qhive.pipeline import Pipeline  # after setup: plugins may need the framework
+        from qhive.pipeline import Pipeline  # after setup: plugins may need the framework
 
-    pipeline = Pipeline(config)
-    pipeline.pm.hook.qhive_worker_spawned(name=name)
+        pipeline = Pipeline(config)
+        pipeline.pm.hook.qhive_worker_spawned(name=name)
+    except BaseException as exc:  # the sentinel says why in one line, and stops retrying
+        conn.send_bytes(pickle.dumps((None, f"{type(exc).__name__}: {exc}"), _PROTOCOL))
+        raise
+    conn.send_bytes(pickle.dumps((None, None), _PROTOCOL))
     ran = 0
     while True:
         try:

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 from qhive.config import Config
-from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
+from qhive.errors import BrokerConnectionError, BrokerError, ConfigError, SetupError
 from qhive_broker_orm.broker import QUEUE_TABLE, STAT_TABLE, OrmBroker, notify_channel
 from qhive_testkit.services import require
 
@@ -221,8 +221,9 @@ def test_a_missing_table_says_to_migrate(extra_alias, tmp_path):
     alias = extra_alias("qhive_orm_unmigrated", {
         "ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "empty.sqlite3")})
     broker = OrmBroker("q", orm=alias)
-    assert broker.ping()
     expected = r"run 'manage.py migrate --database qhive_orm_unmigrated'"
+    with pytest.raises(SetupError, match=expected):  # what a starting cluster checks
+        broker.ping()
     with pytest.raises(BrokerError, match=expected):
         broker.enqueue(b"x")
     with pytest.raises(BrokerError, match="qhive_broker_stat"):

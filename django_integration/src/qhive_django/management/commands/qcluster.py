@@ -42,7 +42,10 @@ class Command(BaseCommand):
         cluster = Cluster(config, setup=SETUP)
         if run_once:
             threading.Thread(target=_stop_when_started, args=(cluster,), daemon=True).start()
-        code = cluster.run()
+        try:
+            code = cluster.run()
+        except QhiveError as exc:  # not set up (a missing table): one line, exit 1
+            raise CommandError(str(exc)) from exc
         if code:
             raise SystemExit(code)
 

@@ -29,6 +29,9 @@ class Command(BaseCommand):
             if ids:
                 broker = monitor.default_broker()
                 monitor.check_broker(broker)
+                stats = monitor.stat_store(broker)
+                if stats.keeper is None:  # stdout stays one id a line, for scripts
+                    self.stderr.write(stats.reason)
                 for cluster_id in monitor.cluster_ids(broker) or [monitor.NO_CLUSTERS]:
                     self.stdout.write(cluster_id)
             elif config:  # needs no broker: it must work when the broker does not

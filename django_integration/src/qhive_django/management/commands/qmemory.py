@@ -11,7 +11,8 @@ from qhive.errors import QhiveError
 
 class Command(BaseCommand):
     help = ("Show the available memory of this host and the resident memory of each "
-            "cluster's sentinel, forkserver and workers, refreshed every second; q quits.")
+            "cluster's sentinel, forkserver and workers, refreshed every second until q, "
+            "Ctrl-C or SIGTERM (without a terminal: one plain screen a second).")
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--run-once", action="store_true",

@@ -10,7 +10,8 @@ from qhive.errors import QhiveError
 
 class Command(BaseCommand):
     help = ("Show every running cluster of the project — host, id, state, pool, task and "
-            "result queues, reincarnations, uptime — refreshed every second; q quits.")
+            "result queues, reincarnations, uptime — refreshed every second until q, "
+            "Ctrl-C or SIGTERM (without a terminal: one plain screen a second).")
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--run-once", action="store_true",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -28,13 +30,23 @@ class Command(BaseCommand):
         from qhive_django.conf import get_config
 
         parsed = cli.build_parser("manage.py qplugins").parse_args(qplugins_args)
-        try:
-            config = get_config()
-        except QhiveError as exc:
-            raise CommandError(str(exc), returncode=2) from exc
+        config = None
+        if parsed.config is None:  # --config wins over the project's Q_CLUSTER
+            try:
+                config = get_config()
+            except QhiveError as exc:
+                raise CommandError(str(exc), returncode=2) from exc
         # qhive.cli prints; send it where Django's command output goes (call_command(stdout=)).
-        with contextlib.redirect_stdout(self.stdout._out), \
-                contextlib.redirect_stderr(self.stderr._out):
-            code = cli.run(parsed, config=config)
+        try:
+            with contextlib.redirect_stdout(self.stdout._out), \
+                    contextlib.redirect_stderr(self.stderr._out):
+                code = cli.run(parsed, config=config)
+            self.stdout.flush()  # a closed pipe shows here, where it can be handled
+        except BrokenPipeError:
+            # `manage.py qplugins list | head`: the reader is gone; end quietly, with
+            # stdout on devnull so that the flush at exit fails no more.
+            if self.stdout._out is sys.stdout:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1) from None
         if code:
             raise CommandError("qplugins found problems (listed above)", returncode=code)

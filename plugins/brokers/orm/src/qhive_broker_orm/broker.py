@@ -49,13 +49,13 @@ from django.db.utils import ConnectionDoesNotExist, InterfaceError, OperationalE
 from django.db.utils import Error as DatabaseError
 from django.utils import timezone
 from qhive.contracts import Broker, Capabilities, Message
-from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
+from qhive.errors import BrokerConnectionError, BrokerError, ConfigError, SetupError
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from qhive.config import Config
 
-__all__ = ["QUEUE_TABLE", "STAT_TABLE", "OrmBroker"]
+__all__ = ["QUEUE_TABLE", "STAT_TABLE", "MissingTableError", "OrmBroker"]
 
 T = TypeVar("T")
 logger = logging.getLogger("qhive.broker.orm")
@@ -72,8 +72,12 @@ MAX_STAT_KEY = 255
 #: What the class promises whatever the database; an instance adds ``blocking``
 #: on PostgreSQL (see :attr:`OrmBroker.capabilities`).
 BASE_CAPABILITIES = Capabilities(
-    receipts=True, bulk=True, blocking=False, fifo=True, stats=True, shared=True
+    receipts=True, bulk=True, blocking=False, fifo=True, stats=True, shared=True, touch=True
 )
+
+class MissingTableError(BrokerError, SetupError):
+    """The broker's tables are not in the database: ``manage.py migrate`` is missing."""
+
 
 def _payload(value: Any) -> bytes:
     if isinstance(value, bytes):
@@ -191,7 +195,7 @@ class OrmBroker(Broker):
         self.channel = notify_channel(queue)
         self._capabilities = Capabilities(
             receipts=True, bulk=True, blocking=self.vendor == "postgresql" and _has_psycopg3(),
-            fifo=True, stats=True, shared=True,
+            fifo=True, stats=True, shared=True, touch=True,
         )
         self._info: str | None = None
         self._init_local_state()
@@ -250,7 +254,7 @@ class OrmBroker(Broker):
         text = str(exc).strip() or type(exc).__name__
         missing = ("no such table", "doesn't exist", "does not exist")
         if (QUEUE_TABLE in text or STAT_TABLE in text) and any(m in text for m in missing):
-            return BrokerError(
+            return MissingTableError(
                 f"ORM broker: {what} failed on database {self.alias!r}: {text}. Is "
                 f"'qhive_broker_orm' in INSTALLED_APPS and did you run "
                 f"'manage.py migrate --database {self.alias}'?"
@@ -519,6 +523,25 @@ class OrmBroker(Broker):
         if row_ids:
             self._run(work, "acknowledge_many")
 
+    def touch(self, ack_ids: Iterable[str]) -> None:
+        """Move the receipts of messages still in flight to ``retry`` seconds from now,
+        in one UPDATE per chunk; messages whose receipt ran out keep their place."""
+        row_ids = [_ack_id(a) for a in ack_ids]
+
+        def work(conn: BaseDatabaseWrapper) -> None:
+            later_sql, later_params = self._clock(conn, self.config.retry)
+            now_sql, now_params = self._clock(conn)
+            with conn.cursor() as cursor:
+                for start in range(0, len(row_ids), self.insert_rows):
+                    chunk = row_ids[start:start + self.insert_rows]
+                    cursor.execute(
+                        f"UPDATE {QUEUE_TABLE} SET visible_at = {later_sql} WHERE id IN "
+                        f"({', '.join(['%s'] * len(chunk))}) AND visible_at > {now_sql}",
+                        [*later_params, *chunk, *now_params])
+
+        if row_ids:
+            self._run(work, "touch")
+
     def release(self, ack_id: str) -> None:
         """Make a taken message available again at once, in its original place
         (``visible_at`` goes back to ``created``, the time of its enqueue)."""
@@ -563,15 +586,16 @@ class OrmBroker(Broker):
     # -- lifecycle
 
     def ping(self) -> bool:
+        """Reach the database and its queue table (a missing one: MissingTableError)."""
         def work(conn: BaseDatabaseWrapper) -> bool:
             with conn.cursor() as cursor:
-                cursor.execute("SELECT 1")
-                cursor.fetchone()
+                cursor.execute(f"SELECT 1 FROM {QUEUE_TABLE} WHERE 1 = 0")
+                cursor.fetchall()
             return True
 
         try:
             return self._run(work, "ping")
-        except BrokerConnectionError:
+        except (BrokerConnectionError, MissingTableError):
             raise
         except BrokerError as exc:
             raise BrokerConnectionError(str(exc)) from exc.__cause__

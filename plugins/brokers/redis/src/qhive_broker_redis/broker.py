@@ -99,6 +99,7 @@ class _Scripts:
         self.enqueue = client.register_script(scripts.ENQUEUE)
         self.claim = client.register_script(scripts.CLAIM)
         self.release = client.register_script(scripts.RELEASE)
+        self.touch = client.register_script(scripts.TOUCH)
         self.set_stat = client.register_script(scripts.SET_STAT)
         self.live_stats = client.register_script(scripts.LIVE_STATS)
 
@@ -116,7 +117,7 @@ class RedisBroker(Broker):
     """
 
     capabilities = Capabilities(
-        receipts=True, bulk=True, blocking=True, fifo=True, stats=True, shared=True
+        receipts=True, bulk=True, blocking=True, fifo=True, stats=True, shared=True, touch=True
     )
 
     def __init__(
@@ -347,6 +348,14 @@ class RedisBroker(Broker):
             for ack_id in ids:
                 pipe.lrem(k.waiting, 0, ack_id)
         pipe.execute()
+
+    def touch(self, ack_ids: Iterable[str]) -> None:
+        ids = list(ack_ids)
+        retry_ms = max(0, round(self.config.retry * 1000))
+        with self._errors("touch"):
+            for start in range(0, len(ids), CHUNK_MESSAGES):
+                self._script().touch(keys=[self.keys.inflight],
+                                     args=[retry_ms, *ids[start:start + CHUNK_MESSAGES]])
 
     def release(self, ack_id: str) -> None:
         """Give a message in flight back at once, in its place at the head of the

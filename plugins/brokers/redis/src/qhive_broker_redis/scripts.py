@@ -118,6 +118,15 @@ put_back(KEYS[1], {ARGV[1]})
 return 1
 """
 
+#: KEYS: inflight. ARGV: retry in ms, id, id, ... Renews the receipts of ids still in
+#: flight (a receipt that ran out but was not yet claimed again is still ours).
+TOUCH = _COMMON + """
+local deadline = server_ms() + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', 'GT', deadline, ARGV[i])
+end
+"""
+
 #: KEYS: index, value key. ARGV: value, ttl in ms, stat key.
 SET_STAT = _COMMON + """
 local now = server_ms()

@@ -33,9 +33,11 @@ Memcached:
 * ``<p>:group:<g>:member:<id>`` — the slot number of a member of group ``g``;
 * ``<p>:group:<g>:n`` — the counter that numbers the slots;
 * ``<p>:group:<g>:<n>`` — slot ``n``: the id of a member;
-* ``<p>:name:<name>`` — ``"<stopped µs>:<id>"`` of the newest result of that name.
+* ``<p>:name:<name>`` — ``"<stopped µs>:<id>"`` of the newest result of that name;
+* ``<p>:stat:<key>`` — a cluster statistic (for brokers that keep none), with its
+  expiry, and ``<p>:stats`` — the list of their keys (see :meth:`CacheResultStore.set_stat`).
 
-Every key gets the store's ``timeout``; the index keys of a group or name are
+Every result key gets the store's ``timeout``; the index keys of a group or name are
 refreshed (``touch``) by each save into it, so they live as long as their
 newest result.
 """
@@ -273,6 +275,57 @@ class CacheResultStore(ResultStore):
         for chunk in _chunks(keys, CHUNK):
             cache.delete_many(chunk)
         return len(present)
+
+    # -- statistics (for clusters whose broker keeps none)
+
+    #: How long the index of statistics lives after its last save.
+    STATS_INDEX_TIMEOUT = 3600
+
+    @property
+    def keeps_stats(self) -> bool:  # type: ignore[override]
+        """Only a cache that processes share can: not LocMem (each process has its
+        own) nor the dummy cache (keeps nothing)."""
+        # Django on use, as in _cache(): building a store needs no settings.
+        from django.core.cache import caches
+        from django.core.cache.backends.dummy import DummyCache
+        from django.core.cache.backends.locmem import LocMemCache
+
+        try:
+            cache = caches[self.cache_alias]
+        except Exception:  # no such cache: the first save says so, naming the setting
+            return False
+        return not isinstance(cache, (LocMemCache, DummyCache))
+
+    def _stat_key(self, key: str) -> str:
+        return f"{self.prefix}stat:{_part(key)}"
+
+    def set_stat(self, key: str, value: bytes, ttl: float) -> None:
+        """Set the value and make sure the index lists its key. The index is only
+        rewritten when the key is missing from it, so two clusters starting at the
+        same moment may drop each other's entry: each adds itself again at its next
+        save (every guard cycle)."""
+        cache, index_key = self._cache(), f"{self.prefix}stats"
+        cache.set(self._stat_key(key), bytes(value), math.ceil(ttl))  # caches count seconds
+        index = cache.get(index_key)
+        index = index if isinstance(index, list) else []
+        if key in index:
+            cache.touch(index_key, self.STATS_INDEX_TIMEOUT)
+            return
+        live = cache.get_many([self._stat_key(k) for k in index])
+        index = [k for k in index if self._stat_key(k) in live]  # stopped clusters go
+        cache.set(index_key, [*index, key], self.STATS_INDEX_TIMEOUT)
+
+    def get_stat(self, key: str) -> bytes | None:
+        value = self._cache().get(self._stat_key(key))
+        return value if isinstance(value, bytes) else None
+
+    def get_stats(self, prefix: str) -> list[bytes]:
+        cache = self._cache()
+        index = cache.get(f"{self.prefix}stats")
+        keys = [self._stat_key(k) for k in index or () if isinstance(k, str)
+                and k.startswith(prefix)]
+        values = cache.get_many(keys) if keys else {}
+        return [v for k in keys if isinstance(v := values.get(k), bytes)]
 
     # -- saving
 

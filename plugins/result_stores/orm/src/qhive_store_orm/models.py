@@ -26,7 +26,7 @@ from qhive.contracts import TaskResult
 
 from qhive_store_orm.fields import SignedValueField
 
-__all__ = ["Failure", "Success", "Task"]
+__all__ = ["Failure", "ResultStat", "Success", "Task"]
 
 
 def _key(task_id: Any) -> str:
@@ -215,3 +215,22 @@ class Failure(Task):
         ordering = ["-stopped"]
         verbose_name = "Failed task"
         verbose_name_plural = "Failed tasks"
+
+
+class ResultStat(models.Model):
+    """A cluster statistic kept by the ORM result store (``set_stat`` / ``get_stats``),
+    for clusters whose broker keeps none, so that ``qmonitor`` still sees them."""
+
+    key = models.CharField(max_length=255, primary_key=True)
+    value = models.BinaryField()
+    #: Set and compared by the database's clock: the hosts' clocks do not matter.
+    expires = models.DateTimeField(db_index=True)
+
+    class Meta:
+        app_label = "qhive_store_orm"
+        db_table = "qhive_result_stat"
+        verbose_name = "Cluster statistic"
+        verbose_name_plural = "Cluster statistics"
+
+    def __str__(self) -> str:
+        return self.key

@@ -35,6 +35,7 @@ import datetime as dt
 import functools
 import itertools
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,11 +50,12 @@ from django.db import (
     router,
     transaction,
 )
-from django.db.models import F, Q, Window
-from django.db.models.functions import RowNumber
+from django.db.models import DurationField, ExpressionWrapper, F, Q, Value, Window
+from django.db.models.functions import Now, RowNumber
 from django.utils import timezone
 from qhive.config import Config
 from qhive.contracts import ResultStore, TaskResult
+from qhive.errors import SetupError
 from qhive.naming import humanize
 from qhive.result_packages import storable
 
@@ -63,7 +65,7 @@ from qhive_store_orm.fields import Encoded
 if TYPE_CHECKING:
     from django.db.models import QuerySet
 
-    from qhive_store_orm.models import Task
+    from qhive_store_orm.models import ResultStat, Task
 
 __all__ = ["OrmResultStore"]
 
@@ -84,6 +86,13 @@ def _task_model() -> type[Task]:
     from qhive_store_orm.models import Task
 
     return Task
+
+
+def _stat_model() -> type[ResultStat]:
+    # Late, as _task_model.
+    from qhive_store_orm.models import ResultStat
+
+    return ResultStat
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -155,6 +164,27 @@ class OrmResultStore(ResultStore):
         with use_codec(self.codec):  # decode with this store's codec, not the settings' one
             return [task.to_result() for task in queryset]
 
+    def ping(self) -> bool:
+        """Query the results table once; a missing one is a SetupError naming migrate."""
+        alias, table = self.alias, _task_model()._meta.db_table
+        connection = connections[alias]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT 1 FROM {connection.ops.quote_name(table)} WHERE 1 = 0")
+                cursor.fetchall()
+        except DatabaseError as exc:
+            try:  # connection errors stay what they are; a missing table is a set-up error
+                missing = table not in connection.introspection.table_names()
+            except DatabaseError:
+                missing = False
+            if missing:
+                raise SetupError(
+                    f"ORM result store: the table {table!r} is not in database {alias!r}; "
+                    f"run 'manage.py migrate --database {alias}' (with 'qhive_store_orm' in "
+                    f"INSTALLED_APPS)") from exc
+            raise
+        return True
+
     def close(self) -> None:
         connection = connections[self.alias]
         if not connection.in_atomic_block:  # never break a caller's transaction
@@ -202,6 +232,40 @@ class OrmResultStore(ResultStore):
     def delete_group(self, group: str) -> int:
         deleted, _ = self._tasks().filter(group=self._clip("group", group)).delete()
         return deleted
+
+    # -- statistics (for clusters whose broker keeps none)
+
+    #: One upsert per save, in the ``qhive_result_stat`` table of the store's database.
+    keeps_stats = True
+    #: ``set_stat`` deletes expired statistics (stopped clusters) at most this often.
+    stats_sweep_interval = 60.0
+    _stats_swept = 0.0
+
+    def set_stat(self, key: str, value: bytes, ttl: float) -> None:
+        model, alias = _stat_model(), self.alias
+        # The database's clock sets and checks the expiry: hosts may disagree.
+        expires = ExpressionWrapper(
+            Now() + Value(dt.timedelta(seconds=float(ttl)), output_field=DurationField()),
+            output_field=models.DateTimeField())
+        with_target = connections[alias].features.supports_update_conflicts_with_target
+        model.objects.using(alias).bulk_create(
+            [model(key=_stat_key(key), value=bytes(value), expires=expires)],
+            update_conflicts=True, update_fields=["value", "expires"],
+            unique_fields=["key"] if with_target else None)  # MySQL upserts on any key
+        if time.monotonic() - self._stats_swept >= self.stats_sweep_interval:
+            model.objects.using(alias).filter(expires__lte=Now()).delete()
+            self._stats_swept = time.monotonic()
+
+    def get_stat(self, key: str) -> bytes | None:
+        rows = (_stat_model().objects.using(self.alias)
+                .filter(key=_stat_key(key), expires__gt=Now()).values_list("key", "value"))
+        # A case-insensitive collation (MySQL) may match another key: compare exactly.
+        return next((bytes(v) for k, v in rows if k == key), None)
+
+    def get_stats(self, prefix: str) -> list[bytes]:
+        rows = (_stat_model().objects.using(self.alias)
+                .filter(key__startswith=prefix, expires__gt=Now()).values_list("key", "value"))
+        return [bytes(v) for k, v in rows if k.startswith(prefix)]  # LIKE may ignore case
 
     # -- saving
 
@@ -445,6 +509,12 @@ def _converters(fields: Sequence[Any], connection: Any) -> list[Any]:
         None if type(f) in _PLAIN else functools.partial(f.get_db_prep_save, connection=connection)
         for f in fields
     ]
+
+
+def _stat_key(key: str) -> str:
+    if not isinstance(key, str) or not key or len(key) > 255:
+        raise ValueError(f"qhive-store-orm: stat keys are 1 to 255 characters, got {key!r}")
+    return key
 
 
 def _key(task_id: Any) -> str:

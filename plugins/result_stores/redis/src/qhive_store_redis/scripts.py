@@ -15,6 +15,11 @@ A result is the hash ``<prefix>result:<id>``:
 * ``g``, ``n``, ``r`` — the keys of its group index, name index and the
   ``save_limit`` set it is counted in (``''`` for none), so that deleting or
   pruning it removes it from all three.
+
+Cluster statistics (for brokers that keep none) are plain keys
+``<prefix>stat:<key>`` with an expiry, found through the index ``<prefix>stats``
+(a ZSET of keys scored by expiry) rather than ``KEYS`` or ``SCAN``. Their
+expiry is read on the server's clock (``TIME``), as the broker's is.
 """
 
 # ARGV: ttl (seconds, 0 = for ever), save_limit, then 8 per result:
@@ -148,4 +153,36 @@ for _, id in ipairs(redis.call('ZRANGE', index, 0, -1)) do
 end
 redis.call('DEL', index)
 return count
+"""
+
+_SERVER_MS = """
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# ARGV: key, value, ttl (ms). Sets the value, indexes it and drops expired index
+# entries; the index lives as long as its longest-lived stat.
+SET_STAT = _SERVER_MS + """
+local index, now, ttl = KEYS[1] .. 'stats', server_ms(), tonumber(ARGV[3])
+redis.call('SET', KEYS[1] .. 'stat:' .. ARGV[1], ARGV[2], 'PX', ttl)
+redis.call('ZADD', index, now + ttl, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', index, math.max(tonumber(last[2]) - now, 1))
+"""
+
+# ARGV[1]: a key prefix. Returns the live values whose key starts with it.
+LIVE_STATS = _SERVER_MS + """
+local index, now, wanted = KEYS[1] .. 'stats', server_ms(), ARGV[1]
+redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+local out = {}
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', index, '(' .. now, '+inf')) do
+  if string.sub(key, 1, #wanted) == wanted then
+    local value = redis.call('GET', KEYS[1] .. 'stat:' .. key)
+    if value then out[#out + 1] = value end
+  end
+end
+return out
 """

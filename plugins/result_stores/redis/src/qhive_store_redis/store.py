@@ -19,7 +19,9 @@ project finds every result) in one hash tag, ``<p>`` = ``qhive:{<name>}``:
 * ``<p>:group:<group>`` — ZSET id → ``stopped`` (µs since the epoch);
 * ``<p>:name:<name>`` — ZSET id → ``stopped``, newest = the result of that name;
 * ``<p>:successes`` — ZSET of the unpinned successes by ``stopped`` (``save_limit``),
-  or ``<p>:successes:<per>:=<value>`` (``-`` for None) per ``save_limit_per`` value.
+  or ``<p>:successes:<per>:=<value>`` (``-`` for None) per ``save_limit_per`` value;
+* ``<p>:stat:<key>`` — a cluster statistic (for brokers that keep none), with its
+  expiry, and ``<p>:stats`` — ZSET key → expiry (ms), their index.
 
 The index keys get the result's expiry too, refreshed by every save into them;
 an index entry whose result expired is dropped by the next read of that index.
@@ -83,6 +85,8 @@ class _Scripts:
         self.newest = client.register_script(scripts.NEWEST)
         self.delete = client.register_script(scripts.DELETE)
         self.delete_group = client.register_script(scripts.DELETE_GROUP)
+        self.set_stat = client.register_script(scripts.SET_STAT)
+        self.live_stats = client.register_script(scripts.LIVE_STATS)
 
 
 class RedisResultStore(ResultStore):
@@ -268,6 +272,27 @@ class RedisResultStore(ResultStore):
         scripts_ = self._script()
         with self._talking("delete_group"):
             return int(scripts_.delete_group(keys=[self.prefix, self._group_key(group)]))
+
+    # -- statistics (for clusters whose broker keeps none)
+
+    #: Keys with an expiry, indexed in one ZSET: one script call per save.
+    keeps_stats = True
+
+    def set_stat(self, key: str, value: bytes, ttl: float) -> None:
+        scripts_ = self._script()
+        with self._talking("set_stat"):
+            scripts_.set_stat(keys=[self.prefix],
+                              args=[key, bytes(value), max(1, math.ceil(float(ttl) * 1000))])
+
+    def get_stat(self, key: str) -> bytes | None:
+        scripts_ = self._script()
+        with self._talking("get_stat"):
+            return scripts_.client.get(f"{self.prefix}stat:{key}")
+
+    def get_stats(self, prefix: str) -> list[bytes]:
+        scripts_ = self._script()
+        with self._talking("get_stats"):
+            return list(scripts_.live_stats(keys=[self.prefix], args=[prefix]))
 
     # -- saving
 
