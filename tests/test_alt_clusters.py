@@ -7,12 +7,12 @@ from __future__ import annotations
 import uuid
 
 from qhive_testkit.qcluster import wait_until
-from qhive_testkit.services import require
+from qhive_testkit.services import delete_redis_keys, redis_url, require
 
 T = "qhive_testkit.tasks"
 
 
-def test_tasks_routed_to_a_cluster_run_only_there(cluster_settings, qcluster):
+def test_tasks_routed_to_a_cluster_run_only_there(cluster_settings, qcluster, request):
     from qhive_django.tasks import (
         async_chain,
         async_task,
@@ -26,8 +26,9 @@ def test_tasks_routed_to_a_cluster_run_only_there(cluster_settings, qcluster):
 
     require("redis")  # the cache both clusters and this process share
     caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                          "LOCATION": "redis://127.0.0.1:6379/0",
+                          "LOCATION": redis_url(),
                           "KEY_PREFIX": f"alt{uuid.uuid4().hex[:8]}"}}
+    request.addfinalizer(lambda: delete_redis_keys(f"{caches['default']['KEY_PREFIX']}:*"))
     q = cluster_settings(caches=caches, ALT_CLUSTERS={
         "long": {"timeout": 600, "retry": 1200, "workers": 1},
         "short": {"timeout": 5, "workers": 1},

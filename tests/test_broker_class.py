@@ -8,6 +8,7 @@ its source folder: ``broker_class`` is a dotted path and needs no entry point.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from qhive.contracts import Broker
 from qhive.errors import ConfigError
 from qhive.pipeline import Pipeline
 from qhive_testkit.qcluster import wait_until
-from qhive_testkit.services import require
+from qhive_testkit.services import redis_address, redis_url, require
 
 SQLITEFILE = Path(__file__).parent / "fixtures" / "qhive-broker-sqlitefile" / "src"
 BROKER = "qhive_broker_sqlitefile.SqliteFileBroker"
@@ -101,14 +102,13 @@ def test_explicit_broker_options_win_over_connection_keys(fresh_plugins):
 def test_a_subclass_of_the_redis_broker_uses_q_cluster_redis(fresh_plugins):
     """What Django Q2 users write: a subclass of the Redis broker."""
     require("redis")
-    broker = build({"name": "redis-by-class", "redis": "redis://127.0.0.1:6379/0",
+    broker = build({"name": f"redis-by-class-{uuid.uuid4().hex[:10]}", "redis": redis_url(),
                     "broker_class": "qhive_broker_redis.broker.RedisBroker"})
     assert type(broker).__name__ == "RedisBroker"
-    assert broker.address == "127.0.0.1:6379/0"
-    broker.purge_queue()
+    assert broker.address == redis_address()
     broker.enqueue(b"x")
     assert broker.queue_size() == 1
-    broker.purge_queue()
+    broker.delete_queue()
     broker.close()
 
 
@@ -128,7 +128,7 @@ def test_manage_py_qcluster_runs_a_broker_class(cluster_settings, qcluster):
 
     require("redis")
     q = cluster_settings(broker_class="qhive_broker_redis.broker.RedisBroker",
-                         redis="redis://127.0.0.1:6379/0")
+                         redis=redis_url())
     cluster = qcluster(q)
     assert "broker qhive_broker_redis.broker.RedisBroker" in cluster.log()
     task_id = async_task("math.factorial", 6)

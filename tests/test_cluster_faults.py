@@ -117,10 +117,12 @@ def test_a_failing_result_store_stops_the_intake_and_nothing_runs_twice(
         async_task(f"{T}.record", str(path), n)
     time.sleep(8)  # four 'retry' periods: unrenewed receipts would have run out four times
     held = [int(n) for n in re.findall(r"\((\d+) tasks held", cluster.log())]
-    # queue_limit, plus what the workers finished before the first save failed
-    assert held and max(held) <= 4 + 2, held
+    # What the workers finished before the first save failed (more on a loaded machine:
+    # the monitor learns of the outage only then), then queue_limit and a few in flight.
+    assert held and max(held) <= held[0] + 4 + 2, held
     during = runs(path)
-    assert len(during) <= 1 + 4 + 2, f"{len(during)} tasks ran while no result could be saved"
+    assert len(during) <= 1 + held[0] + 4 + 2, \
+        f"{len(during)} tasks ran while no result could be saved"
     redis_server.start()
     wait_until(lambda: len(runs(path)) == 201, what="every task to run")
     cluster.wait_for_log("result store reachable again")
@@ -151,7 +153,9 @@ def test_a_stop_during_a_store_outage_is_bounded_and_loses_nothing(
     print(f"stopped {time.monotonic() - started:.1f} s after SIGTERM")
     unsaved = [int(n) for n in re.findall(r"stopping without saving (\d+) results",
                                           cluster.log())]
-    assert unsaved and unsaved[0] <= 4 + 2, cluster.log()  # queue_limit, plus a few in flight
+    # What was held when the first save failed, then queue_limit and a few in flight.
+    first = int(re.search(r"\((\d+) tasks held", cluster.log()).group(1))
+    assert unsaved and unsaved[0] <= first + 4 + 2, cluster.log()
     redis_server.start()
     second = qcluster(q)
     wait_until(lambda: all(result(i) is not None for i in ids), within=120,

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 from qhive_testkit.qcluster import wait_until
-from qhive_testkit.services import require
+from qhive_testkit.services import redis_url, require
 
 #: What the shell prints in the pane once qmonitor has exited.
 EXITED = "[qmonitor exited with "
@@ -32,7 +32,7 @@ class Tmux:
 
     def __init__(self) -> None:
         self.socket = f"qhive-test-{uuid.uuid4().hex[:10]}"
-        self.session = "qmonitor"
+        self.session = f"qmonitor-{uuid.uuid4().hex[:10]}"
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> str:
         done = subprocess.run(["tmux", "-L", self.socket, *args], env=env, capture_output=True,
@@ -115,7 +115,7 @@ def test_monitoring_commands_see_a_running_cluster(broker, cluster_settings, qcl
                                                     django_project, tmux):
     if broker == "redis":
         require("redis")
-        q = cluster_settings(redis="redis://127.0.0.1:6379/0", workers=3)
+        q = cluster_settings(redis=redis_url(), workers=3)
     else:  # the ORM broker on SQLite; CACHES is Django's default, a per-process LocMem
         q = cluster_settings(workers=3)
     cluster = qcluster(q)

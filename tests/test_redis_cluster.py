@@ -3,7 +3,7 @@ a 5000-task drain, ``kill -9`` of a worker and then of the whole cluster mid-loa
 and Redis itself stopped for 10 s under load. Nothing may be lost: every enqueued
 task ends with exactly one successful result.
 
-The drain uses the shared Redis on 6379 (its own queue name); the crash and outage
+The drain uses the shared Redis (``$QHIVE_TEST_REDIS_*``; its own queue name); the crash and outage
 tests use a Redis of their own (``RedisServer``), with an append-only file so that
 stopping it keeps what it holds.
 """
@@ -16,7 +16,7 @@ import time
 
 import pytest
 from qhive_testkit.qcluster import wait_until
-from qhive_testkit.services import require
+from qhive_testkit.services import redis_url, require
 
 T = "qhive_testkit.tasks"
 
@@ -43,7 +43,7 @@ def enqueue_many(func: str, arguments: list[tuple]) -> dict[str, tuple]:
 
 def test_drains_5000_tasks_with_one_correct_result_each(cluster_settings, qcluster):
     require("redis")
-    q = cluster_settings(redis="redis://127.0.0.1:6379/0")
+    q = cluster_settings(redis=redis_url())
     cluster = qcluster(q)
     assert "broker redis" in cluster.log()
     ids = enqueue_many(f"{T}.add", [(n, 5000) for n in range(5000)])

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 from qhive_testkit.qcluster import QCluster, wait_until
-from qhive_testkit.services import require
+from qhive_testkit.services import delete_redis_keys, redis_url, require
 
 T = "qhive_testkit.tasks"
 WAIT = 60_000  # ms: generous, the suite runs on a loaded two-core machine
@@ -36,7 +36,7 @@ def store(request, django_project, tmp_path_factory):
     if request.param == "cache":
         require("redis")
         caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                              "LOCATION": "redis://127.0.0.1:6379/0",
+                              "LOCATION": redis_url(),
                               "KEY_PREFIX": q["name"]}}
         q["cached"] = True
         env["QHIVE_TEST_CACHES"] = json.dumps(caches)
@@ -53,6 +53,8 @@ def store(request, django_project, tmp_path_factory):
             cluster.stop(signal.SIGKILL)
         get_pipeline().broker.purge_queue()
         override.disable()
+        if caches:  # the cached results, under the cluster's key prefix
+            delete_redis_keys(f"{q['name']}:*")
 
 
 def unique(prefix: str) -> str:

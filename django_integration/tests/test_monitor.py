@@ -28,7 +28,7 @@ from qhive.errors import BrokerConnectionError
 from qhive_django import monitor
 from qhive_django.conf import get_pipeline
 from qhive_django.monitor import Stat
-from qhive_testkit.services import RedisServer, require
+from qhive_testkit.services import RedisServer, redis_url, require
 
 HOST = socket.gethostname()
 
@@ -88,7 +88,7 @@ def test_stat_through_the_orm_broker(database, q_cluster):
 def test_stat_through_the_redis_broker(q_cluster):
     require("redis")
     check_stats_round_trip(
-        q_cluster(memory=False, redis="redis://127.0.0.1:6379/0", result_store="memory"))
+        q_cluster(memory=False, redis=redis_url(), result_store="memory"))
 
 
 def test_stat_of_a_cluster_that_stopped_expires(q_cluster):

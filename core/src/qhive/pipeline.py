@@ -31,13 +31,15 @@ from qhive.codec import TaskCodec, build_codec
 from qhive.config import Config
 from qhive.contracts import Broker, Message, Reporter, ResultStore, TaskResult
 from qhive.drivers import build_driver
-from qhive.errors import BadSignature, ConfigError, SerializationError
+from qhive.errors import BadSignature, ConfigError, SerializationError, UnknownDriverError
 from qhive.naming import humanize
 from qhive.plugins import QhivePluginManager, get_plugin_manager, hookimpl
 from qhive.task import check_package, derived_id, func_name, new_task, resolve_func
 
 #: The result store that ``cached=True`` / ``cached=<seconds>`` results go to.
 CACHE_STORE = "cache"
+#: How a project gets it: an extra of qhive-django (distribution qhive-store-cache).
+CACHE_STORE_INSTALL = 'pip install "qhive-django[cache]"'
 
 logger = logging.getLogger("qhive")
 
@@ -98,7 +100,11 @@ class Pipeline:
         timeout = None if cached is True else int(cached)
         store = self._cache_stores.get(timeout)
         if store is None:
-            store = self._build("result_store", CACHE_STORE, {"timeout": timeout}, "cached")
+            try:
+                store = self._build("result_store", CACHE_STORE, {"timeout": timeout}, "cached")
+            except UnknownDriverError as exc:
+                raise UnknownDriverError(f"{exc}. Cached results (cached=...) go to it: "
+                                         f"{CACHE_STORE_INSTALL}") from exc
             self._cache_stores[timeout] = store
         return store
 

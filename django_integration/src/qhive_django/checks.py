@@ -1,8 +1,8 @@
 """Django system checks for ``Q_CLUSTER`` and the plugins it selects (tag ``qhive``).
 
 * ``qhive.E001`` a ``Q_CLUSTER`` (or ``SECRET_KEY``...) value qhive cannot use, naming the key;
-* ``qhive.E002`` a selected driver is unknown or fails to import; a ``broker_class``
-  that cannot be imported or built;
+* ``qhive.E002`` a selected driver is unknown or fails to import (the cache store too,
+  when ``cached`` is set); a ``broker_class`` that cannot be imported or built;
 * ``qhive.E003`` a selected driver's Django app is missing from ``INSTALLED_APPS``;
 * ``qhive.E004`` a problem reported by a plugin's ``qhive_check_config`` hook;
 * ``qhive.E005`` the plugin manager could not be built (a broken plugin, strict mode);
@@ -29,7 +29,7 @@ from qhive.cli import selected_names
 from qhive.config import Config
 from qhive.drivers import build_driver, load_driver
 from qhive.errors import DriverLoadError, QhiveError, UnknownDriverError
-from qhive.pipeline import CACHE_STORE
+from qhive.pipeline import CACHE_STORE, CACHE_STORE_INSTALL
 
 from qhive_django import conf
 
@@ -70,7 +70,7 @@ def check_qhive(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
             seen.add((kind, name))
             messages.extend(_check_driver(kind, name, pm.driver_registry))
         messages.extend(_plugin_checks(pm, config))
-        messages.extend(_check_cache(config))
+        messages.extend(_check_cache(config, pm.driver_registry))
         messages.extend(checks.Warning(w, obj="settings.Q_CLUSTER", id="qhive.W001")
                         for w in config.warnings())
     unique: list[checks.CheckMessage] = []
@@ -139,11 +139,19 @@ def _check_broker_class(config: Config, registry: Any) -> list[checks.CheckMessa
     return _check_app("broker", config.broker, broker)
 
 
-def _check_cache(config: Config) -> list[checks.CheckMessage]:
-    """Cached results need a cache every process shares: the workers save them, the web
-    process reads them. ``async_task(cached=...)`` alone is not seen here."""
+def _check_cache(config: Config, registry: Any) -> list[checks.CheckMessage]:
+    """Cached results need the cache store (an extra of qhive-django) and a cache every
+    process shares: the workers save them, the web process reads them.
+    ``async_task(cached=...)`` alone is not seen here (it raises the same error)."""
     if config.cached:
         uses, alias, setting = "Q_CLUSTER['cached']", config.cache, "Q_CLUSTER['cache']"
+        try:
+            load_driver("result_store", CACHE_STORE, registry)
+        except QhiveError as exc:
+            unknown = isinstance(exc, UnknownDriverError)
+            return [checks.Error(f"{uses} keeps results in the result store {CACHE_STORE!r}: {exc}",
+                                 hint=CACHE_STORE_INSTALL if unknown else None,
+                                 obj="settings.Q_CLUSTER", id="qhive.E002")]
     elif config.result_store == CACHE_STORE:
         uses = f"Q_CLUSTER['result_store'] = {CACHE_STORE!r}"
         alias, setting = config.cache, "Q_CLUSTER['cache']"

@@ -108,6 +108,8 @@ def _submit(func: Callable[..., Any] | str, args: tuple, kwargs: dict[str, Any],
     options = {k: v for k, v in options.items()
                if (v is not None or k == "timeout") and not (k == "cached" and v is False)}
     _check_options(options)
+    if options.get("cached"):  # no cache store installed: say so here, not in a worker
+        pipeline.cache_store(options["cached"])
     if callable(options.get("hook")):
         options["hook"] = func_ref(options["hook"])  # a dotted path works in every process
 

@@ -3,7 +3,8 @@
 ``django_project`` (session scope) writes a settings module into a temporary
 folder (models live on the ``default`` alias unless ``$QHIVE_TEST_DATABASE``
 names another), creates one database per available vendor — a SQLite file always, and
-uniquely named PostgreSQL and MariaDB databases when those servers run —,
+uniquely named PostgreSQL and MariaDB databases (``$QHIVE_TEST_DB_PREFIX`` and a
+random token, on the servers :mod:`qhive_testkit.services` names) when those run —,
 calls ``django.setup()`` and migrates every alias. Cluster processes started
 by tests use the same settings through :meth:`DjangoProject.env`. Databases are
 dropped at the end of the session.
@@ -30,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from qhive_testkit.services import is_up, require
+from qhive_testkit.services import DB_PREFIX, is_up, mysql_params, postgres_params, require
 
 #: Apps a qhive project has; those not installed in this environment are left out.
 QHIVE_APPS = ["qhive_django", "qhive_broker_orm", "qhive_store_orm"]
@@ -110,10 +111,12 @@ def _database(alias: str, folder: Path, name: str) -> dict[str, Any]:
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(folder / "db.sqlite3"),
                 "OPTIONS": {"timeout": 30}}
     if alias == "postgres":
-        return {"ENGINE": "django.db.backends.postgresql", "HOST": "127.0.0.1", "PORT": 5432,
-                "USER": "postgres", "NAME": name}
-    return {"ENGINE": "django.db.backends.mysql", "HOST": "127.0.0.1", "PORT": 3306,
-            "USER": "root", "PASSWORD": "", "NAME": name,
+        pg = postgres_params()
+        return {"ENGINE": "django.db.backends.postgresql", "HOST": pg["host"],
+                "PORT": pg["port"], "USER": pg["user"], "NAME": name}
+    my = mysql_params()
+    return {"ENGINE": "django.db.backends.mysql", "HOST": my["host"], "PORT": my["port"],
+            "USER": my["user"], "PASSWORD": my["password"], "NAME": name,
             "OPTIONS": {"charset": "utf8mb4", "isolation_level": "read committed"}}
 
 
@@ -122,13 +125,12 @@ def _server_sql(alias: str, sql: str) -> None:
     if alias == "postgres":
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(**postgres_params(), autocommit=True) as conn:
             conn.execute(sql)
     else:
         import pymysql
 
-        conn = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
+        conn = pymysql.connect(**mysql_params(), autocommit=True)
         try:
             conn.cursor().execute(sql)
         finally:
@@ -158,19 +160,19 @@ def django_project(tmp_path_factory) -> DjangoProject:
     from django.conf import settings
 
     folder = tmp_path_factory.mktemp("qhive_project")
-    token = uuid.uuid4().hex[:10]
+    name = f"{DB_PREFIX}{uuid.uuid4().hex[:10]}"
     aliases = [a for a, service in VENDORS.items() if service is None or is_up(service)]
     created = []
     for alias in aliases:
         if alias != "default":
-            _server_sql(alias, f"CREATE DATABASE qhive_test_{token}")
+            _server_sql(alias, f"CREATE DATABASE {name}")
             created.append(alias)
     apps = [
         "django.contrib.contenttypes", "django.contrib.auth", "django.contrib.admin",
         "django.contrib.sessions", "django.contrib.messages",
         *(app for app in QHIVE_APPS if importlib.util.find_spec(app)),
     ]
-    databases = {a: _database(a, folder, f"qhive_test_{token}") for a in aliases}
+    databases = {a: _database(a, folder, name) for a in aliases}
     (folder / "qhive_test_settings.py").write_text(
         textwrap.dedent(SETTINGS).format(apps=apps, databases=databases))
     (folder / "qhive_test_urls.py").write_text(URLS)
@@ -194,10 +196,10 @@ def django_project(tmp_path_factory) -> DjangoProject:
         force = {"postgres": " WITH (FORCE)", "mysql": ""}  # a straggling cluster's connection
         for alias in created:
             try:
-                _server_sql(alias, f"DROP DATABASE IF EXISTS qhive_test_{token}{force[alias]}")
+                _server_sql(alias, f"DROP DATABASE IF EXISTS {name}{force[alias]}")
             except Exception as exc:
-                warnings.warn(f"could not drop test database qhive_test_{token} on {alias}: "
-                              f"{exc}", stacklevel=1)
+                warnings.warn(f"could not drop test database {name} on {alias}: {exc}",
+                              stacklevel=1)
 
 
 @pytest.fixture(params=list(VENDORS))

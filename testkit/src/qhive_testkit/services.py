@@ -1,23 +1,103 @@
-"""Which local services are up, and what a test does when one is not.
+"""Which local services are up, where they are, and what a test does when one is not.
 
 On a fresh laptop a test needing PostgreSQL, MariaDB or Redis skips with the
 reason; with ``QHIVE_REQUIRE_SERVICES=1`` (CI) it fails instead.
+
+Where the shared servers are, and which Redis databases and PostgreSQL/MariaDB
+database names the suite uses, come from the environment (defaults in brackets),
+so that two test runs, or a test run and anything else, can share a machine:
+
+* ``QHIVE_TEST_REDIS_HOST`` [127.0.0.1], ``QHIVE_TEST_REDIS_PORT`` [6379],
+  ``QHIVE_TEST_REDIS_DB`` [0] and ``QHIVE_TEST_REDIS_OTHER_DB`` [3] (the database the
+  tests that select a database use besides the first);
+* ``QHIVE_TEST_PG_HOST`` [127.0.0.1], ``QHIVE_TEST_PG_PORT`` [5432] (user ``postgres``);
+* ``QHIVE_TEST_MYSQL_HOST`` [127.0.0.1], ``QHIVE_TEST_MYSQL_PORT`` [3306] (user ``root``);
+* ``QHIVE_TEST_DB_PREFIX`` [qhive_test_]: the start of the name of every database
+  the suite creates (one per session and vendor; dropped at the end).
+
+Tests read them through this module: :func:`redis_url`, :func:`redis_options`,
+:func:`postgres_params`, :func:`mysql_params`, :data:`DB_PREFIX`; :func:`delete_redis_keys`
+removes what a test leaves in Redis.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 import pytest
 
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = _env(name, str(default))
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"${name} must be a whole number, got {value!r}") from None
+
+
+REDIS_HOST = _env("QHIVE_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = _env_int("QHIVE_TEST_REDIS_PORT", 6379)
+REDIS_DB = _env_int("QHIVE_TEST_REDIS_DB", 0)
+REDIS_OTHER_DB = _env_int("QHIVE_TEST_REDIS_OTHER_DB", 3)
+PG_HOST = _env("QHIVE_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = _env_int("QHIVE_TEST_PG_PORT", 5432)
+MYSQL_HOST = _env("QHIVE_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = _env_int("QHIVE_TEST_MYSQL_PORT", 3306)
+DB_PREFIX = _env("QHIVE_TEST_DB_PREFIX", "qhive_test_")
+
 #: service -> (host, port, how to start it here)
 SERVICES = {
-    "postgres": ("127.0.0.1", 5432, "pg_ctlcluster <version> main start"),
-    "mysql": ("127.0.0.1", 3306, "start-stop-daemon --start --background --exec "
+    "postgres": (PG_HOST, PG_PORT, "pg_ctlcluster <version> main start"),
+    "mysql": (MYSQL_HOST, MYSQL_PORT, "start-stop-daemon --start --background --exec "
               "/usr/sbin/mariadbd"),
-    "redis": ("127.0.0.1", 6379, "redis-server --daemonize yes --bind 127.0.0.1 --port 6379"),
+    "redis": (REDIS_HOST, REDIS_PORT,
+              f"redis-server --daemonize yes --bind {REDIS_HOST} --port {REDIS_PORT}"),
 }
+
+
+def redis_url(db: int | None = None) -> str:
+    """The shared Redis as a URL, on database ``QHIVE_TEST_REDIS_DB`` unless ``db`` says."""
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB if db is None else db}"
+
+
+def redis_options(db: int | None = None) -> dict[str, Any]:
+    """The shared Redis as ``redis.Redis`` keyword arguments (``host``, ``port``, ``db``)."""
+    return {"host": REDIS_HOST, "port": REDIS_PORT, "db": REDIS_DB if db is None else db}
+
+
+def redis_address(db: int | None = None) -> str:
+    """``host:port/db`` of the shared Redis, as brokers and stores show their address."""
+    return f"{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB if db is None else db}"
+
+
+def delete_redis_keys(match: str) -> None:
+    """Delete the keys of the shared Redis that match ``match`` (a ``SCAN`` pattern such
+    as ``"<key prefix>:*"``): what a test leaves there. The database is never flushed."""
+    import redis
+
+    client = redis.Redis(**redis_options())
+    try:
+        keys = list(client.scan_iter(match=match, count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
+
+
+def postgres_params(dbname: str = "postgres") -> dict[str, Any]:
+    """``psycopg.connect`` keyword arguments for the shared PostgreSQL."""
+    return {"host": PG_HOST, "port": PG_PORT, "user": "postgres", "dbname": dbname}
+
+
+def mysql_params() -> dict[str, Any]:
+    """``pymysql.connect`` keyword arguments for the shared MariaDB."""
+    return {"host": MYSQL_HOST, "port": MYSQL_PORT, "user": "root", "password": ""}
 
 
 def is_up(service: str, timeout: float = 0.5) -> bool:
@@ -46,7 +126,7 @@ def require(service: str) -> None:
 
 class RedisServer:
     """A ``redis-server`` of the test's own, on a free port, that the test may stop and
-    start again (the shared server on 6379 must never be stopped).
+    start again (the shared server must never be stopped).
 
     With ``persist=True`` (the default) it keeps an append-only file in ``folder``,
     fsynced on every write, so a restart finds every key again — as a production

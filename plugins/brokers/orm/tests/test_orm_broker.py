@@ -18,7 +18,7 @@ import pytest
 from qhive.config import Config
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError, SetupError
 from qhive_broker_orm.broker import QUEUE_TABLE, STAT_TABLE, OrmBroker, notify_channel
-from qhive_testkit.services import require
+from qhive_testkit.services import mysql_params, postgres_params, require
 
 SERVERS = pytest.mark.parametrize("database", ["postgres", "mysql"], indirect=True)
 POSTGRES = pytest.mark.parametrize("database", ["postgres"], indirect=True)
@@ -497,6 +497,9 @@ def test_a_dead_listen_connection_is_replaced(make, caplog):
 
 
 @POSTGRES
+# The fork is the point: a process with the broker's listener thread forks, as a user's
+# fork-based pool would; Python >= 3.12 warns about any fork of a threaded process.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_leaves_the_parents_listen_connection_alone(make, database):
     broker = make(poll=5)
     broker.recheck_interval = 30
@@ -534,8 +537,7 @@ def _terminate_postgres_backend(pid):
     import psycopg
 
     require("postgres")
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres",
-                         autocommit=True) as admin:
+    with psycopg.connect(**postgres_params(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
         for _ in range(100):  # wait until it is gone
             if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
@@ -557,7 +559,7 @@ def _kill_server_connection(database):
 
             cursor.execute("SELECT CONNECTION_ID()")
             ident = cursor.fetchone()[0]
-            admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
+            admin = pymysql.connect(**mysql_params(), autocommit=True)
             try:
                 admin.cursor().execute(f"KILL {int(ident)}")
             finally:

@@ -1,4 +1,4 @@
-"""The Redis broker passes qhive's broker contract on the shared Redis at 127.0.0.1:6379.
+"""The Redis broker passes qhive's broker contract on the shared Redis (``$QHIVE_TEST_REDIS_*``).
 
 Every test of the contract uses queues of its own and deletes them afterwards:
 nothing else on that server is touched.
@@ -7,7 +7,7 @@ nothing else on that server is touched.
 import pytest
 from qhive_broker_redis.broker import RedisBroker
 from qhive_testkit import BrokerContract
-from qhive_testkit.services import require
+from qhive_testkit.services import redis_url, require
 
 
 class TestRedisBroker(BrokerContract):
@@ -15,4 +15,4 @@ class TestRedisBroker(BrokerContract):
     def make_broker(self):
         require("redis")
         return lambda queue, config: RedisBroker(queue, config=config,
-                                                 redis="redis://127.0.0.1:6379/0")
+                                                 redis=redis_url())

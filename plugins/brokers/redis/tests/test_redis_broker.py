@@ -1,7 +1,7 @@
 """What the Redis broker promises beyond the contract, on real Redis servers.
 
-The shared server on 127.0.0.1:6379 is only touched through queues and keys of
-the test's own. Tests that stop, freeze or restart a server, or count its
+The shared server (``$QHIVE_TEST_REDIS_*``) is only touched through queues and
+keys of the test's own. Tests that stop, freeze or restart a server, or count its
 commands, start a ``redis-server`` of their own (``RedisServer``, on a free
 port, with an append-only file in the test's folder).
 """
@@ -23,9 +23,16 @@ import redis
 from qhive.config import Config
 from qhive.errors import BrokerConnectionError, ConfigError
 from qhive_broker_redis.broker import STATS_INDEX, STATS_VALUE, QueueKeys, RedisBroker
-from qhive_testkit.services import RedisServer, require
+from qhive_testkit.services import (
+    REDIS_OTHER_DB,
+    RedisServer,
+    redis_address,
+    redis_options,
+    redis_url,
+    require,
+)
 
-SHARED = "redis://127.0.0.1:6379/0"
+SHARED = redis_url()
 #: Generous bounds for things that take milliseconds; they catch hangs, not slowness.
 WITHIN = 30.0
 
@@ -106,29 +113,30 @@ def test_defaults_to_127_0_0_1_6379_db_0():
     require("redis")
     broker = RedisBroker(unique())
     assert broker.address == "127.0.0.1:6379/0"
-    assert broker.ping() is True
+    if broker.address == redis_address():  # not when $QHIVE_TEST_REDIS_* point elsewhere
+        assert broker.ping() is True
     broker.close()
 
 
 @pytest.mark.parametrize("how", ["dict", "url"])
 def test_options_select_the_database(make, how):
-    options = {"host": "127.0.0.1", "port": 6379, "db": 3} if how == "dict" \
-        else "redis://127.0.0.1:6379/3"
+    other = REDIS_OTHER_DB
+    options = redis_options(other) if how == "dict" else redis_url(other)
     broker = make(redis=options)
-    assert broker.address == "127.0.0.1:6379/3"
-    broker.enqueue(b"in db 3")
-    db3, db0 = redis.Redis(db=3), redis.Redis(db=0)
+    assert broker.address == redis_address(other)
+    broker.enqueue(b"in the other db")
+    selected, first = redis.Redis(**redis_options(other)), redis.Redis(**redis_options())
     try:
-        assert db3.llen(broker.keys.waiting) == 1
-        assert db0.exists(broker.keys.waiting) == 0
+        assert selected.llen(broker.keys.waiting) == 1
+        assert first.exists(broker.keys.waiting) == 0
     finally:
-        db3.close()
-        db0.close()
+        selected.close()
+        first.close()
 
 
 def test_django_q2_documented_options_work(make):
     """The ``Q_CLUSTER["redis"]`` of Django Q2's docs, with keys redis-py renamed."""
-    broker = make(redis={"host": "127.0.0.1", "port": 6379, "db": 0, "password": None,
+    broker = make(redis={**redis_options(), "password": None,
                          "socket_timeout": None, "charset": "utf-8", "errors": "strict",
                          "unix_socket_path": None})
     broker.enqueue(b"old settings")
@@ -139,7 +147,7 @@ def test_selected_by_the_legacy_key_of_q_cluster():
     from qhive.pipeline import Pipeline
 
     require("redis")
-    config = Config.from_dict({"name": unique(), "redis": {"host": "127.0.0.1", "db": 0}})
+    config = Config.from_dict({"name": unique(), "redis": redis_options()})
     broker = Pipeline(config).broker
     try:
         assert isinstance(broker, RedisBroker) and broker.queue == config.name
@@ -184,7 +192,7 @@ def test_bad_queue_name():
 
 
 QH_CACHE = {"qh": {"BACKEND": "django_redis.cache.RedisCache",
-                   "LOCATION": "redis://127.0.0.1:6379/0"}}
+                   "LOCATION": SHARED}}
 
 
 def test_django_redis_alias_uses_that_cache_connection(django_project, make):
@@ -370,11 +378,11 @@ def test_a_new_message_wakes_every_blocked_blmove():
     blocked on ``l`` when one element arrives, and leaves the list as it was."""
     require("redis")
     key = unique("qhive-test-blmove")
-    client = redis.Redis()
+    client = redis.Redis(**redis_options())
     woken = []
 
     def wait():
-        own = redis.Redis(socket_timeout=WITHIN + 10)
+        own = redis.Redis(**redis_options(), socket_timeout=WITHIN + 10)
         try:
             woken.append(own.blmove(key, key, WITHIN, "LEFT", "LEFT"))
         finally:

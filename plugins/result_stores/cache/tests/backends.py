@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+from qhive_testkit.services import redis_url
+
 #: The alias the stores under test use.
 ALIAS = "results"
 #: Signs the results in the tests (the contract's configs carry no key).
@@ -38,7 +40,7 @@ def cache_settings(backend: str, token: str) -> tuple[dict[str, Any], list[Any]]
     options = {"OPTIONS": {"MAX_ENTRIES": MAX_ENTRIES}}
     if backend == "redis":
         cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                 "LOCATION": "redis://127.0.0.1:6379/0", "KEY_PREFIX": token}
+                 "LOCATION": redis_url(), "KEY_PREFIX": token}
     elif backend == "locmem":
         cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                  "LOCATION": token, **options}

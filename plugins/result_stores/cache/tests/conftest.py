@@ -1,7 +1,7 @@
 """Fixtures of the cache store's tests: a cache alias on a real backend, per test.
 
 ``cache_backend`` runs a test once per backend — Django's ``RedisCache`` on the
-shared Redis at 127.0.0.1:6379 (this session's own ``KEY_PREFIX``; the server
+shared Redis (``$QHIVE_TEST_REDIS_*``; this session's own ``KEY_PREFIX``; the server
 is never flushed, only this prefix's keys are deleted afterwards), ``LocMemCache``
 and ``DatabaseCache`` on PostgreSQL — with ``settings.CACHES`` overridden for the
 test. A backend whose server is down skips (fails under QHIVE_REQUIRE_SERVICES=1).
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qhive_testkit.services import is_up, require
+from qhive_testkit.services import delete_redis_keys, is_up, require
 
 BACKENDS_FILE = Path(__file__).with_name("backends.py")
 #: backend -> the service it needs
@@ -52,13 +52,7 @@ def cache_token():
     token = f"qhive-store-cache-{uuid.uuid4().hex[:10]}"
     yield token
     if is_up("redis"):
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=6379)
-        keys = list(client.scan_iter(match=f"{token}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-        client.close()
+        delete_redis_keys(f"{token}:*")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Fixtures of the Redis store's tests, on the shared Redis at 127.0.0.1:6379.
+"""Fixtures of the Redis store's tests, on the shared Redis (``$QHIVE_TEST_REDIS_*``).
 
 Each test's configs get project names of their own, so their keys are apart
 from everything else on the server; the server is never flushed — what a test
@@ -11,9 +11,9 @@ import uuid
 from typing import Any
 
 import pytest
-from qhive_testkit.services import require
+from qhive_testkit.services import redis_url, require
 
-URL = "redis://127.0.0.1:6379/0"
+URL = redis_url()
 SECRET = "qhive-store-redis-test-secret"
 
 

@@ -1,11 +1,11 @@
-"""The Redis store passes the result store contract on the real Redis at 127.0.0.1:6379."""
+"""The Redis store passes the result store contract on the shared Redis ($QHIVE_TEST_REDIS_*)."""
 
 import dataclasses
 
 import pytest
 from qhive_store_redis.store import RedisResultStore
 from qhive_testkit import ResultStoreContract
-from qhive_testkit.services import require
+from qhive_testkit.services import redis_url, require
 
 SECRET = "qhive-store-redis-test-secret"
 
@@ -17,4 +17,4 @@ class TestRedisResultStore(ResultStoreContract):
         # Each contract config has a name of its own: its keys are apart from any other.
         return lambda config: RedisResultStore(
             config=dataclasses.replace(config, secret_key=SECRET),
-            redis="redis://127.0.0.1:6379/0")
+            redis=redis_url())
