@@ -389,9 +389,9 @@ def markdown(data: dict, table: dict) -> str:
 
 
 KEY_PACKAGES = {"qhive", "qhive-django", "qhive-broker-orm", "qhive-store-orm",
-                "qhive-broker-redis", "django", "django-q2", "django-picklefield", "psycopg",
-                "psycopg-binary", "redis", "hiredis", "celery", "kombu", "billiard", "rq",
-                "huey", "dramatiq"}
+                "qhive-broker-redis", "qhive-redis-client", "django", "django-q2",
+                "django-picklefield", "psycopg", "psycopg-binary", "redis", "hiredis", "celery",
+                "kombu", "billiard", "rq", "huey", "dramatiq"}
 
 
 # --------------------------------------------------------------------------- chart

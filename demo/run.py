@@ -1,5 +1,9 @@
 """``make demo``: qhive end to end on a small Django project (SQLite, the ORM broker).
 
+Results go to the ORM result store, or with ``QHIVE_DEMO_RESULT_STORE=redis`` to the Redis
+result store (``QHIVE_DEMO_REDIS``, default ``redis://127.0.0.1:6379/0``) and the project
+does not install ``qhive_store_orm``: the demo reads results through the task API only.
+
 Migrates a fresh database, creates a schedule (every second, three runs), starts a real
 ``manage.py qcluster``, enqueues a few hundred tasks with ``async_task``, waits for their
 results and the schedule's, prints what the database holds, stops
@@ -75,24 +79,29 @@ class ClusterProcess:
         return self.proc.returncode
 
 
-def wait_until_up(cluster: ClusterProcess, broker):
+def wait_until_up(cluster: ClusterProcess, pipeline):
     from qhive.cluster.stat import IDLE, WORKING, Stat
 
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         cluster.check_alive("while starting")
-        up = [s for s in Stat.get_all(broker, "demo") if s.status in (IDLE, WORKING)]
+        up = [s for s in Stat.store_for(pipeline).get_all() if s.status in (IDLE, WORKING)]
         if up:
             return up[0]
         time.sleep(0.1)
     raise DemoFailed(f"the cluster was not up after {START_TIMEOUT} s (log: {cluster.log_path})")
 
 
-def wait_for_results(cluster: ClusterProcess, ids) -> None:
-    from qhive_django.models import Task
+def saved(ids) -> dict:
+    """id -> the saved result (a :class:`qhive.contracts.TaskResult`), in one read."""
+    from qhive_django.conf import get_pipeline
 
+    return get_pipeline().result_store.get_many(ids)
+
+
+def wait_for_results(cluster: ClusterProcess, ids) -> None:
     deadline = time.monotonic() + RESULTS_TIMEOUT
-    while (done := Task.objects.filter(id__in=ids).count()) < len(ids):
+    while (done := len(saved(ids))) < len(ids):
         cluster.check_alive(f"with {done} of {len(ids)} results saved")
         if time.monotonic() > deadline:
             raise DemoFailed(f"only {done} of {len(ids)} results after {RESULTS_TIMEOUT} s")
@@ -127,10 +136,9 @@ def enqueue() -> dict:
 
 def show_results(expected: dict) -> list:
     """Check every result against ``expected``, print a sample; return the rows."""
-    from qhive_django.models import Failure, Task
-    from qhive_django.tasks import fetch, result
+    from qhive_django.tasks import count_group, fetch, result
 
-    rows = list(Task.objects.filter(id__in=list(expected)))
+    rows = list(saved(list(expected)).values())
     wrong = [row for row in rows if not is_right(row, expected[row.id])]
     if wrong:
         raise DemoFailed(f"{len(wrong)} wrong results, e.g. {call(wrong[0])} = {wrong[0].result!r}")
@@ -138,15 +146,15 @@ def show_results(expected: dict) -> list:
              for name in ("collatz", "squares", "failing")}
     by_id = fetch(next(row.id for row in group["collatz"] if row.args == (27,)))
     longest = max(group["collatz"], key=lambda row: row.result)
-    print("\nresults, read back from the database:")
+    print("\nresults, read back from the result store:")
     print(f"  {call(by_id)} = {by_id.result}   (fetch by id: task {by_id.name!r}, run by "
           f"cluster {by_id.cluster!r}, {by_id.time_taken() * 1000:.0f} ms after its enqueue)")
-    print(f"  group 'collatz': {Task.get_group_count('collatz')} results; longest: "
+    print(f"  group 'collatz': {count_group('collatz')} results; longest: "
           f"{call(longest)} = {longest.result}")
     for row in group["squares"][:3]:
         print(f"  {call(row)} = {row.result}   (group 'squares', {row.time_taken():.2f} s)")
     print(f"  fibonacci(90) = {result('fibonacci-90')}   (result by task_name)")
-    failures = Failure.objects.filter(id__in=list(expected)).count()
+    failures = sum(not row.success for row in rows)
     print(f"\nfailures ({failures}, on purpose; the cluster logged them as ERROR above):")
     for row in group["failing"]:
         print(f"  {call(row)}: {str(row.result).strip().splitlines()[-1]}")
@@ -170,10 +178,14 @@ def show_schedule(cluster: ClusterProcess) -> None:
     """Wait for the schedule's runs; print when each was due and when it ran."""
     import datetime as dt
 
-    from qhive_django.models import Schedule, Task
+    from qhive_django.models import Schedule
+    from qhive_django.tasks import fetch_group
+
+    def runs_so_far() -> list:
+        return sorted(fetch_group("heartbeat") or [], key=lambda run: run.stopped)
 
     deadline = time.monotonic() + RESULTS_TIMEOUT
-    while len(runs := list(Task.objects.filter(group="heartbeat").order_by("stopped"))) < N_BEATS:
+    while len(runs := runs_so_far()) < N_BEATS:
         cluster.check_alive(f"with {len(runs)} of {N_BEATS} scheduled runs done")
         if time.monotonic() > deadline:
             raise DemoFailed(f"the schedule ran {len(runs)} of {N_BEATS} times")
@@ -214,7 +226,7 @@ def stop(cluster: ClusterProcess) -> list[str]:
 def demo(cluster: ClusterProcess, began: float) -> str:
     from qhive_django.conf import get_pipeline
 
-    stat = wait_until_up(cluster, get_pipeline().broker)
+    stat = wait_until_up(cluster, get_pipeline())
     print(f"cluster up ({stat.status}) at {time.monotonic() - began:.1f} s: pid {stat.pid}, "
           f"workers {stat.workers}, queue {stat.name!r}\n")
     t0 = time.monotonic()
@@ -228,8 +240,8 @@ def demo(cluster: ClusterProcess, began: float) -> str:
     show_schedule(cluster)
     span = max(row.stopped for row in rows) - min(row.started for row in rows)
     print(f"\nthroughput: {len(rows)} tasks enqueued, run and saved in {drained:.2f} s "
-          f"({len(rows) / drained:,.0f} tasks/s) by 2 workers; in the database, first enqueue "
-          f"to last result: {span.total_seconds():.2f} s")
+          f"({len(rows) / drained:,.0f} tasks/s) by 2 workers; in the result store, first "
+          f"enqueue to last result: {span.total_seconds():.2f} s")
     hooks = stop(cluster)
     failed = sum(not row.success for row in rows)
     return (f"demo OK: {len(rows)} tasks run by a real cluster, {len(rows) - failed} results "

@@ -9,8 +9,8 @@ One test, because every step needs the one before (and so that a parallel run ne
    stand-in for PyPI until they are published. Third-party packages (Django, ...) come
    from the package index, through pip's cache;
 2. each environment holds exactly the qhive distributions its block asked for:
-   ``"qhive-django[redis]"`` is qhive, qhive-django, the ORM broker and store and the
-   Redis broker, nothing else (acceptance point 3);
+   ``"qhive-django[redis]"`` is qhive, qhive-django, the ORM broker and store, the
+   Redis broker and its client helpers, nothing else (acceptance point 3);
 3. the wheels in ``dist/`` carry every file of their package (migrations, ``py.typed``);
 4. in the environment of ``pip install --find-links dist "qhive-django[redis]"``, from a
    temporary folder: ``django-admin startproject``, the tour's settings from the README,
@@ -44,9 +44,9 @@ VERSION = (ROOT / "VERSION").read_text().strip()
 SET_VERSION = ROOT / "scripts" / "set_version.py"
 #: The qhive distributions `pip install "qhive-django[redis]"` brings, and nothing else.
 WITH_REDIS = {"qhive", "qhive-django", "qhive-broker-orm", "qhive-store-orm",
-              "qhive-broker-redis"}
+              "qhive-broker-redis", "qhive-redis-client"}
 #: ... and those of plain `qhive-django`.
-PLAIN = WITH_REDIS - {"qhive-broker-redis"}
+PLAIN = WITH_REDIS - {"qhive-broker-redis", "qhive-redis-client"}
 #: Packages whose Django app has migrations.
 MIGRATIONS = {"qhive_django", "qhive_broker_orm", "qhive_store_orm"}
 #: The test run's, not a user's shell's (`make test` passes MAKEFLAGS on).

@@ -34,6 +34,7 @@ COMMON_Q_CLUSTER = {"name": CLUSTER_NAME, "workers": 2, "timeout": 30, "retry": 
 DJANGO = "django>=5.2,<6"
 PSYCOPG = "psycopg[binary]>=3.2"
 QHIVE_REDIS_PLUGIN = REPO_DIR / "plugins" / "brokers" / "redis"
+QHIVE_REDIS_CLIENT = REPO_DIR / "plugins" / "clients" / "redis"  # the plugin's client helpers
 
 # What each of the two looks like inside the project.
 FLAVOURS = {
@@ -42,7 +43,8 @@ FLAVOURS = {
         "tasks_module": "qhive_django.tasks",
         "task_model": "qhive_store_orm.models",
         "key_packages": ["qhive", "qhive-django", "qhive-broker-orm", "qhive-store-orm",
-                         "qhive-broker-redis", "Django", "psycopg", "redis"],
+                         "qhive-broker-redis", "qhive-redis-client", "Django", "psycopg",
+                         "redis"],
         "defaults": "bulk=1 (the pusher takes at least one task per worker per dequeue), "
                     "poll=0.2, guard_cycle=0.5, recycle=500, queue_limit=workers²=4, "
                     "workers started with forkserver; results saved in batches by the monitor",
@@ -63,7 +65,7 @@ def _qhive_requirements() -> list[str]:
             f"-e {REPO_DIR / 'plugins' / 'brokers' / 'orm'}",
             f"-e {REPO_DIR / 'plugins' / 'result_stores' / 'orm'}",
             f"-e {REPO_DIR / 'plugins' / 'result_stores' / 'cache'}"]  # qhive-django needs it
-    return [*reqs, f"-e {QHIVE_REDIS_PLUGIN}", DJANGO, PSYCOPG]
+    return [*reqs, f"-e {QHIVE_REDIS_CLIENT}", f"-e {QHIVE_REDIS_PLUGIN}", DJANGO, PSYCOPG]
 
 
 REQUIREMENTS = {

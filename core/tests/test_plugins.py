@@ -131,3 +131,16 @@ def test_every_hookspec_is_documented():
         assert doc, f"{spec.__name__} has no docstring"
         for param in inspect.signature(spec).parameters:
             assert f":param {param}:" in doc, f"{spec.__name__} does not document {param}"
+
+
+def test_every_hookspec_says_where_it_runs():
+    # What the hookspec marker puts on a function: a new hook is found without a list.
+    mark = f"{hookspecs.hookspec.project_name}_spec"
+    specs = [f for f in vars(hookspecs).values() if inspect.isfunction(f) and hasattr(f, mark)]
+    assert len(specs) >= 15, [spec.__name__ for spec in specs]
+    for spec in specs:
+        lines = (inspect.getdoc(spec) or "").splitlines()
+        assert any(line.startswith("Runs in: ") for line in lines), (
+            f"{spec.__name__}: add a docstring line 'Runs in: ...' naming the process (and "
+            f"thread) its implementations run in, so that plugin authors know what may block"
+        )

@@ -1,4 +1,5 @@
-"""Settings of the qhive demo: SQLite and qhive's defaults (the ORM broker and result store).
+"""Settings of the qhive demo: SQLite and qhive's defaults (the ORM broker and result store;
+``QHIVE_DEMO_RESULT_STORE=redis``: the Redis result store, see ``run.py``).
 
 The database lives in a throw-away folder — ``demo/.data/``, or ``$QHIVE_DEMO_DATA`` —
 that ``run.py`` recreates on every run.
@@ -28,6 +29,10 @@ INSTALLED_APPS = [
     "qhive_broker_orm",
     "qhive_store_orm",
 ]
+# QHIVE_DEMO_RESULT_STORE=redis: results in Redis, and no ORM result store in the project.
+RESULT_STORE = os.environ.get("QHIVE_DEMO_RESULT_STORE", "orm")
+if RESULT_STORE != "orm":
+    INSTALLED_APPS.remove("qhive_store_orm")
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -64,3 +69,9 @@ Q_CLUSTER = {
     "save_limit": 0,  # keep every success (the default keeps the newest 250)
     "ack_failures": True,  # a failing demo task is done with, not redelivered after 'retry'
 }
+if RESULT_STORE == "redis":
+    Q_CLUSTER["result_store"] = "redis"
+    Q_CLUSTER["result_store_options"] = {  # not Q_CLUSTER["redis"]: that picks the broker
+        "redis": os.environ.get("QHIVE_DEMO_REDIS", "redis://127.0.0.1:6379/0")}
+    # Keys are prefixed by the project name: a name of its own keeps runs apart.
+    Q_CLUSTER["name"] = os.environ.get("QHIVE_DEMO_NAME", "demo")

@@ -25,6 +25,7 @@ from pathlib import Path
 from qhive import drivers
 from qhive.config import Config
 from qhive.errors import ConfigError, QhiveError
+from qhive.plugins import PluginSettings, QhivePluginManager
 
 
 @dataclasses.dataclass
@@ -54,8 +55,6 @@ def selected_names(config: Config) -> set[tuple[str, str]]:
 def collect(config: Config, kind: str | None = None, *, known: bool = True) -> list[Row]:
     """Rows for drivers and hook-only plugins, from metadata alone. ``known=False``:
     ``config`` is a stand-in, so no driver is marked selected or not."""
-    from qhive.plugins import PluginSettings
-
     chosen = selected_names(config)
     disabled = PluginSettings.resolve(config).disabled
     infos = drivers.list_drivers(kind) if kind != "plugin" else []
@@ -79,8 +78,6 @@ def collect(config: Config, kind: str | None = None, *, known: bool = True) -> l
 
 def check(config: Config, rows: list[Row]) -> list[str]:
     """Import everything in ``rows`` and return the problems found (and mark the rows)."""
-    from qhive.plugins import PluginSettings, QhivePluginManager
-
     problems = []
     for row in rows:
         if row.kind == "plugin":

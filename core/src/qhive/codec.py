@@ -11,6 +11,7 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 from qhive.contracts import Serializer, Signer
+from qhive.drivers import build_driver
 from qhive.errors import ConfigError, SerializationError
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ class TaskCodec:
 def build_codec(config: Config, registry: DriverRegistry | None = None) -> TaskCodec:
     """The codec ``config`` describes: its serializer, its signer keyed by the
     secret key (and fallbacks) and salted with the cluster ``name``."""
-    from qhive.drivers import build_driver
-
     if not config.secret_key:
         raise ConfigError(
             "qhive signs every task and needs a secret key: pass secret_key= to "

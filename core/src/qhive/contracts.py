@@ -19,10 +19,9 @@ import datetime as dt
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-if TYPE_CHECKING:
-    from qhive.config import Config
+from qhive.config import Config
 
 T = TypeVar("T")
 
@@ -107,8 +106,6 @@ class Broker(StatsKeeper, ABC):
 
     def __init__(self, queue: str = "default", *, config: Config | None = None) -> None:
         if config is None:
-            from qhive.config import Config
-
             config = Config()
         self.queue = queue
         self.config = config
@@ -255,6 +252,18 @@ class TaskResult:
         return (self.stopped - self.started).total_seconds()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResultSummary:
+    """What :meth:`ResultStore.summary` counts."""
+
+    successes: int
+    failures: int
+    #: successes that stopped since the ``since`` asked for
+    recent_successes: int
+    #: their mean seconds from enqueue to end, None without any
+    recent_mean_seconds: float | None
+
+
 class ResultStore(StatsKeeper, ABC):
     """Keeps task results.
 
@@ -277,8 +286,6 @@ class ResultStore(StatsKeeper, ABC):
 
     def __init__(self, *, config: Config | None = None) -> None:
         if config is None:
-            from qhive.config import Config
-
             config = Config()
         self.config = config
 
@@ -314,6 +321,17 @@ class ResultStore(StatsKeeper, ABC):
     @abstractmethod
     def delete_group(self, group: str) -> int:
         """Remove every result of a group; return how many."""
+
+    def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskResult]:
+        """The stored results with these ids, by id (ids not stored are left out).
+        Stores that can read several in one round trip override this."""
+        return {task_id: found for task_id in dict.fromkeys(task_ids)
+                if (found := self.get(task_id)) is not None}
+
+    def summary(self, since: dt.datetime) -> ResultSummary | None:
+        """Counts over every stored result, for ``qinfo``, without loading them; None
+        (the default) when the store cannot count them cheaply."""
+        return None
 
     def close(self) -> None:
         """Release connections; the store must still work if used again."""

@@ -138,6 +138,7 @@ def reset_caches() -> None:
     _distributions.cache_clear()
     NamedExtensionManager.ENTRY_POINT_CACHE.clear()
     try:  # stevedore also keeps the scan per sys.path in memory
+        # late, in a try: a private module of stevedore, which another version may lack
         from stevedore import _cache
 
         _cache._c._internal.clear()

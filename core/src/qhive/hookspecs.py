@@ -18,6 +18,10 @@ Hooks marked *firstresult* stop at the first non-``None`` answer. For the
 ``enqueue`` and ``execute`` hooks the core's own implementation is ``trylast``
 and does the work; plugins wrap it with ``@hookimpl(wrapper=True)``, the way
 pytest plugins wrap ``pytest_pyfunc_call``.
+
+Each hook's docstring has a line ``Runs in:`` naming the process (and thread)
+its implementations run in: the caller, a worker, or a thread of the sentinel.
+That is what tells a plugin author what may block.
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ if TYPE_CHECKING:
 
     from qhive.codec import TaskCodec
     from qhive.config import Config
-    from qhive.contracts import Broker, TaskResult
+    from qhive.contracts import Broker, ResultStore, TaskResult
     from qhive.drivers import DriverRegistry
+    from qhive.pipeline import Pipeline
 
 hookspec = pluggy.HookspecMarker("qhive")
+#: mark hook implementations with ``@hookimpl`` (also importable from :mod:`qhive.plugins`)
+hookimpl = pluggy.HookimplMarker("qhive")
 
 
 # --------------------------------------------------------------------------- set-up
@@ -51,6 +58,9 @@ def qhive_register_drivers(registry: DriverRegistry) -> None:
         def qhive_register_drivers(registry):
             registry.add("broker", "mine", MyBroker)
 
+    Runs in: every process that builds a driver (the caller, the sentinel, each
+    worker, ``qplugins check``), once per plugin manager, at the first one.
+
     :param registry: call ``registry.add(kind, name, factory)``; ``kind`` is one of
         ``broker``, ``result_store``, ``serializer``, ``signer``, ``reporter``.
     """
@@ -62,6 +72,9 @@ def qhive_configure(config: Config) -> None:
 
     Historic: a plugin registered later (a selected driver) is called at once.
 
+    Runs in: every process that builds a pipeline (the caller, the sentinel, each
+    worker), as it builds it.
+
     :param config: the cluster's :class:`qhive.config.Config`.
     """
 
@@ -71,6 +84,9 @@ def qhive_check_config(config: Config) -> list[str] | None:
     """Validate settings a plugin owns.
 
     Feeds ``qplugins check`` and the Django system checks.
+
+    Runs in: the process running the checks (``qplugins check``, or Django's system
+    checks such as ``manage.py check``).
 
     :param config: the parsed config.
     :return: a list of problems, each a sentence naming the setting; ``None`` or
@@ -86,6 +102,9 @@ def qhive_cluster_config(name: str, config: Config) -> Config | None:
     routed to a cluster other than its own with the ``cluster`` option. The
     Django integration answers from ``Q_CLUSTER["ALT_CLUSTERS"]``.
 
+    Runs in: the sentinel's monitor thread, as it sends the next link of a chain
+    (the caller, for ``sync`` tasks).
+
     :param name: the cluster wanted (a key of ``ALT_CLUSTERS`` or the root's name).
     :param config: the config of the asking pipeline.
     :return: that cluster's :class:`qhive.config.Config`, or ``None`` if this
@@ -100,7 +119,9 @@ def qhive_cluster_config(name: str, config: Config) -> Config | None:
 def qhive_pre_enqueue(task: dict[str, Any]) -> None:
     """A task is about to be signed and sent (Django's ``pre_enqueue`` signal).
 
-    Runs in the calling process. Implementations may change ``task`` in place.
+    Runs in: the caller (the process that enqueues; for schedules, the scheduler
+    thread of a cluster; for the next link of a chain, the sentinel's monitor thread).
+    Implementations may change ``task`` in place.
 
     :param task: the task package: ``id``, ``name``, ``func``, ``args``,
         ``kwargs`` and the options given to ``async_task``.
@@ -113,6 +134,9 @@ def qhive_enqueue(task: dict[str, Any], broker: Broker, codec: TaskCodec) -> str
 
     The core's ``trylast`` implementation does ``broker.enqueue(codec.encode(task))``.
     Wrap it to add tracing, routing or outbox behaviour.
+
+    Runs in: the caller (the process that enqueues; for schedules, the scheduler
+    thread of a cluster; for the next link of a chain, the sentinel's monitor thread).
 
     :param task: the task package, after ``qhive_pre_enqueue``.
     :param broker: the broker of the task's cluster.
@@ -128,6 +152,9 @@ def qhive_enqueue(task: dict[str, Any], broker: Broker, codec: TaskCodec) -> str
 def qhive_pre_execute(func: Callable[..., Any], task: dict[str, Any]) -> None:
     """A worker is about to run ``func`` for ``task`` (Django's ``pre_execute`` signal).
 
+    Runs in: the worker process, before the task's function is called (the caller,
+    for ``sync`` tasks).
+
     :param func: the resolved task function.
     :param task: the decoded task package.
     """
@@ -140,6 +167,8 @@ def qhive_execute_task(func: Callable[..., Any], task: dict[str, Any]) -> Any:
     The core's ``trylast`` implementation calls ``func(*task["args"], **task["kwargs"])``
     and runs coroutines of ``async def`` functions to completion. Exceptions
     propagate and become a failed result.
+
+    Runs in: the worker process (the caller, for ``sync`` tasks).
 
     :param func: the resolved task function.
     :param task: the decoded task package (``args``, ``kwargs``, options).
@@ -166,6 +195,10 @@ def qhive_post_execute_in_worker(task: dict[str, Any], result: TaskResult) -> No
 def qhive_task_succeeded(result: TaskResult) -> None:
     """A task finished and its result was handed to the result store.
 
+    Runs in: the sentinel's monitor thread, after its batch of results was saved and
+    before their messages are acknowledged (the caller, for ``sync`` tasks): a slow
+    implementation holds up saving.
+
     :param result: what the store keeps; ``result.result`` is the return value.
     """
 
@@ -173,6 +206,10 @@ def qhive_task_succeeded(result: TaskResult) -> None:
 @hookspec
 def qhive_task_failed(result: TaskResult, error: BaseException | None) -> None:
     """A task failed: it raised, timed out, or its worker died.
+
+    Runs in: the sentinel's monitor thread, after its batch of results was saved and
+    before their messages are acknowledged (the caller, for ``sync`` tasks): a slow
+    implementation holds up saving.
 
     :param result: the failure as stored; ``result.result`` is the error text.
     :param error: the exception when it was raised in this process, else ``None``
@@ -183,6 +220,9 @@ def qhive_task_failed(result: TaskResult, error: BaseException | None) -> None:
 @hookspec
 def qhive_post_execute(task: dict[str, Any], result: TaskResult) -> None:
     """After a result was saved and the message acknowledged (Django's ``post_execute``).
+
+    Runs in: the sentinel's hook thread, one result at a time, off the saving path
+    (the caller, for ``sync`` tasks).
 
     :param task: the task package.
     :param result: the saved result.
@@ -196,6 +236,9 @@ def qhive_report_error(error: BaseException, task: dict[str, Any] | None) -> Non
     Every configured reporter receives it (``error_reporter`` in ``Q_CLUSTER``);
     plugins may add their own destinations. Implementations must not raise.
 
+    Runs in: the worker process, as the task's exception is caught (the caller, for
+    ``sync`` tasks). A timeout or a dead worker is not reported here.
+
     :param error: the exception the task raised.
     :param task: the task package, or ``None`` outside a task.
     """
@@ -208,6 +251,9 @@ def qhive_report_error(error: BaseException, task: dict[str, Any] | None) -> Non
 def qhive_cluster_started(cluster: Any) -> None:
     """A cluster has spawned its workers and is taking tasks.
 
+    Runs in: the sentinel (cluster main process), on the thread that runs the
+    cluster, once its workers, pusher and monitor started.
+
     :param cluster: the running cluster (its ``name``, ``config``, ``pid``).
     """
 
@@ -216,13 +262,60 @@ def qhive_cluster_started(cluster: Any) -> None:
 def qhive_cluster_stopping(cluster: Any) -> None:
     """A cluster begins its stop procedure; close what you opened.
 
+    Runs in: the sentinel (cluster main process), on the thread that runs the
+    cluster, as the stop begins: before the pusher stops and running tasks finish.
+
     :param cluster: the stopping cluster.
     """
 
 
 @hookspec
 def qhive_worker_spawned(name: str) -> None:
-    """A worker process started (Django's ``post_spawn`` signal). Runs in the worker.
+    """A worker process started (Django's ``post_spawn`` signal).
+
+    Runs in: the worker process, after its set-up and before it takes a task. An
+    exception is a failed start: the sentinel logs it and starts another worker
+    (``START_FAILURES`` in a row stop the cluster).
 
     :param name: the worker's process name.
+    """
+
+
+# --------------------------------------------------------------------------- frameworks
+
+
+@hookspec(firstresult=True)
+def qhive_pipeline(cluster: str | None) -> Pipeline | None:
+    """The pipeline of ``cluster`` in the framework this process runs (qhive_django
+    answers from ``Q_CLUSTER``), so that plugins reach the project's drivers without
+    importing the framework: see :func:`qhive.plugins.project_pipeline`.
+
+    Runs in: any process of the project, when a plugin asks for the pipeline.
+
+    :param cluster: a cluster name, or ``None`` for the process's own cluster.
+    :return: the :class:`~qhive.pipeline.Pipeline`, or ``None`` to let others answer.
+        *firstresult*.
+    """
+
+
+@hookspec(firstresult=True)
+def qhive_result_records(
+    store: ResultStore, results: list[TaskResult], group: str | None, failures: bool
+) -> Any:
+    """The records ``store`` keeps for ``results``, in the form a framework's task
+    API hands out: Django Q2's ``fetch`` returns ``Task`` rows, its ``fetch_group`` a
+    ``QuerySet`` of them. A store whose records are model rows answers for itself; a
+    plugin may also answer for other stores (unsaved model instances).
+
+    Runs in: the caller (``fetch``, ``fetch_group``, ``delete_group``, hooks' ``Task``).
+
+    :param store: the result store the results came from.
+    :param results: what the store returned, in order (for ``group``: the group's
+        results, ``failures`` applied).
+    :param group: ``None``: answer with a list, one record per result, in order. A
+        group id: answer with a lazy query of that group's records (a ``QuerySet``:
+        ``delete_group`` calls its ``delete()`` or ``update(group=None)``), or ``None``.
+    :param failures: for ``group``: whether failed tasks are included.
+    :return: the records, or ``None`` to let others answer (the caller then uses the
+        :class:`~qhive.contracts.TaskResult` objects themselves). *firstresult*.
     """

@@ -34,7 +34,15 @@ from qhive.drivers import build_driver
 from qhive.errors import BadSignature, ConfigError, SerializationError, UnknownDriverError
 from qhive.naming import humanize
 from qhive.plugins import QhivePluginManager, get_plugin_manager, hookimpl
-from qhive.task import check_package, derived_id, func_name, new_task, resolve_func
+from qhive.task import (
+    check_options,
+    check_package,
+    derived_id,
+    func_name,
+    func_ref,
+    new_task,
+    resolve_func,
+)
 
 #: The result store that ``cached=True`` / ``cached=<seconds>`` results go to.
 CACHE_STORE = "cache"
@@ -182,6 +190,54 @@ class Pipeline:
     ) -> str:
         """Send a task; return its id. ``options``: task_name, hook, group, timeout, ..."""
         return self.send(new_task(func, args, kwargs, **options))
+
+    def submit(self, func: Callable[..., Any] | str, args: tuple, kwargs: dict[str, Any],
+               options: dict[str, Any], *, task_id: str | None = None,
+               raise_errors: bool = True) -> str:
+        """Validate ``options`` (split from the function's keywords, see
+        :func:`qhive.task.split_options`), build the package and send it — or run it
+        here, ``sync`` — the way ``async_task`` does; return the task id.
+
+        ``cluster`` routes to that cluster's pipeline (:meth:`route`); ``broker`` (a
+        :class:`~qhive.contracts.Broker`) wins over it; ``cached`` defaults to the
+        config's. A ``sync`` task's exception is re-raised (unless not
+        ``raise_errors``) with a note; its failure is saved first.
+        """
+        if not (callable(func) or (isinstance(func, str) and func)):
+            raise TypeError(f"async_task needs a callable or a dotted path, got {func!r}")
+        options = dict(options)
+        pipeline = self.route(options.pop("cluster", None))
+        broker = options.pop("broker", None)
+        if broker is not None and not isinstance(broker, Broker):
+            raise TypeError(f"async_task(broker=...) takes a qhive Broker, got {broker!r}")
+        config = pipeline.config
+        sync = options.pop("sync", None)
+        sync = config.sync if sync is None else bool(sync)
+        if options.get("cached") is None:
+            options["cached"] = config.cached
+        # None means "not given", except for timeout where it means "no timeout".
+        options = {k: v for k, v in options.items()
+                   if (v is not None or k == "timeout") and not (k == "cached" and v is False)}
+        check_options(options)
+        if options.get("cached"):  # no cache store installed: say so here, not in a worker
+            pipeline.cache_store(options["cached"])
+        if callable(options.get("hook")):
+            options["hook"] = func_ref(options["hook"])  # a dotted path works in every process
+
+        task = new_task(func, args, kwargs, task_id=task_id, **options)
+        if not sync:
+            pipeline.send(task, broker=broker)
+            logger.debug("enqueued task %s (%s) on queue %r", task["id"], task["name"],
+                         (broker or pipeline.broker).queue)
+            return task["id"]
+        task["sync"] = True
+        pipeline.pm.hook.qhive_pre_enqueue(task=task)
+        _stored, error = pipeline.run_sync(task)
+        if error is not None and raise_errors:
+            error.add_note(f"raised by qhive task {task['id']} ({task['name']}) run with "
+                           f"sync=True; its failure was saved")
+            raise error
+        return task["id"]
 
     def send(self, task: dict[str, Any], broker: Broker | None = None) -> str:
         """``qhive_pre_enqueue``, then a task package to ``broker`` (default: this

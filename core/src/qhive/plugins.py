@@ -17,6 +17,7 @@ Switches, from config (``Q_CLUSTER["plugins"]``) or the environment, which wins:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import threading
@@ -25,16 +26,22 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from qhive import hookspecs
+from qhive.builtin import hooks as builtin_hooks
 from qhive.drivers import PLUGIN_GROUP, DriverRegistry, describe, entry_points
-from qhive.errors import PluginError
+from qhive.errors import ConfigError, PluginError
+from qhive.hookspecs import hookimpl as hookimpl  # re-exported: plugins import it from here
 
 if TYPE_CHECKING:
     from qhive.config import Config
-
-#: mark hook implementations with ``@hookimpl``
-hookimpl = pluggy.HookimplMarker("qhive")
+    from qhive.pipeline import Pipeline
 
 logger = logging.getLogger("qhive.plugins")
+
+#: Hook modules every plugin manager of this process registers, by name: the core's
+#: own, and those a framework adds as it starts (:func:`add_default_plugin`) — a
+#: Django app's hooks are not entry points, since only processes that run Django
+#: have them. Kept across :func:`reset_plugin_manager`.
+DEFAULT_PLUGINS: dict[str, str] = {"qhive.core": builtin_hooks.__name__}
 
 
 @dataclasses.dataclass
@@ -154,11 +161,38 @@ def get_plugin_manager(config: Config | None = None) -> QhivePluginManager:
     return _manager
 
 
-def _build(settings: PluginSettings) -> QhivePluginManager:
-    from qhive.builtin import hooks  # the core's own trylast implementations
+def add_default_plugin(module: str) -> None:
+    """Register the hook module ``module`` (a dotted path) with the plugin manager, now
+    if it is built and whenever it is built again. A framework's app calls this as it
+    starts (qhive_django from ``AppConfig.ready()``)."""
+    with _lock:
+        DEFAULT_PLUGINS[module] = module
+        pm = _manager
+    if pm is not None:
+        plugin = importlib.import_module(module)
+        if not pm.is_registered(plugin):
+            pm.register_checked(plugin, name=module)
 
+
+def project_pipeline(cluster: str | None = None) -> Pipeline:
+    """The pipeline of ``cluster`` (``None``: the process's own) in the framework this
+    process runs, asked through ``qhive_pipeline``: how a plugin's admin page or
+    command reaches the project's broker and result store without importing the
+    framework.
+
+    :raises ConfigError: no framework answered (qhive_django not set up).
+    """
+    pipeline = get_plugin_manager().hook.qhive_pipeline(cluster=cluster)
+    if pipeline is None:
+        raise ConfigError("no framework knows this project's pipeline: under Django, add "
+                          "'qhive_django' to INSTALLED_APPS and call django.setup() first")
+    return pipeline
+
+
+def _build(settings: PluginSettings) -> QhivePluginManager:
     pm = QhivePluginManager(settings)
-    pm.register(hooks, name="qhive.core")
+    for name, module in list(DEFAULT_PLUGINS.items()):
+        pm.register_checked(importlib.import_module(module), name=name)
     if settings.trace:
         pm.enable_trace_logging()
     pm.load_entrypoint_plugins()

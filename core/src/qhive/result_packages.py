@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from qhive.codec import TaskCodec, build_codec
 from qhive.contracts import TaskResult
 from qhive.errors import ConfigError, UnknownDriverError
+from qhive.plugins import get_plugin_manager
 
 if TYPE_CHECKING:
     from qhive.config import Config
@@ -44,8 +45,6 @@ def codec_for(config: Config, plugin: str) -> TaskCodec:
     try:
         return build_codec(config)
     except UnknownDriverError:
-        from qhive.plugins import get_plugin_manager
-
         return build_codec(config, get_plugin_manager(config).driver_registry)
     except ConfigError as exc:
         raise ConfigError(f"{plugin}: cannot sign stored results: {exc}", key=exc.key) from exc

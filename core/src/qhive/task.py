@@ -143,6 +143,28 @@ def derived_id(parent: str, what: str) -> str:
     return uuid.uuid5(_DERIVED, f"{parent}:{what}").hex
 
 
+def check_options(options: Mapping[str, Any]) -> None:
+    """Reject option values a worker could not use, at enqueue time.
+
+    :raises ValueError: a ``timeout`` that is not a number of seconds > 0 (``None`` is
+        "no timeout"), or a ``cached`` / ``iter_cached`` that is not True or seconds > 0.
+    :raises TypeError: a ``hook`` that is neither a callable nor a dotted path.
+    """
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not timeout > 0):
+        raise ValueError(f"async_task(timeout=...) must be a number of seconds > 0 or None, "
+                         f"got {timeout!r}")
+    hook = options.get("hook")
+    if hook is not None and not (callable(hook) or isinstance(hook, str)):
+        raise TypeError(f"async_task(hook=...) must be a callable or a dotted path, got {hook!r}")
+    for key in ("cached", "iter_cached"):
+        value = options.get(key)
+        if value is not None and not (value is True or (type(value) is int and value > 0)):
+            raise ValueError(f"async_task({key}=...) must be True, False or a number of "
+                             f"seconds > 0, got {value!r}")
+
+
 def new_task(
     func: Callable[..., Any] | str,
     args: tuple = (),

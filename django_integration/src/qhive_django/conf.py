@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from qhive.config import Config
+from qhive.errors import ConfigError
+from qhive.pipeline import Pipeline
+from qhive.plugins import get_plugin_manager
 
 if TYPE_CHECKING:
-    from qhive.pipeline import Pipeline
     from qhive.plugins import QhivePluginManager
 
 #: Django settings a :class:`Config` is built from.
@@ -61,20 +63,15 @@ def get_config(cluster: str | None = None) -> Config:
 def known_clusters() -> str:
     """The clusters these settings define, for messages: ``'mysite', 'long'`` (the root
     cluster, then the keys of ``ALT_CLUSTERS``), or why there are none."""
-    from qhive.errors import ConfigError
-
     try:
         config = get_config()
     except ConfigError as exc:
         return f"none (Q_CLUSTER is invalid: {exc})"
-    return ", ".join(repr(name) for name in dict.fromkeys([config.name,
-                                                           *config.alt_cluster_names]))
+    return ", ".join(repr(name) for name in config.cluster_names)
 
 
 def get_pipeline(cluster: str | None = None) -> Pipeline:
     """The task pipeline of ``cluster`` in this process; its queue is the cluster's name."""
-    from qhive.pipeline import Pipeline
-
     config = get_config(cluster)
     with _lock:
         pipeline = _pipelines.get(config.cluster_name)
@@ -85,25 +82,14 @@ def get_pipeline(cluster: str | None = None) -> Pipeline:
 
 
 def plugin_manager(config: Config | None = None) -> QhivePluginManager:
-    """The process's plugin manager, with qhive_django's hooks registered.
-
-    Registration is checked on every call because the manager can be rebuilt
-    (``qhive.plugins.reset_plugin_manager``) after Django's ``ready()`` ran.
-    """
-    from qhive.errors import ConfigError
-    from qhive.plugins import get_plugin_manager
-
-    from qhive_django import hooks
-
+    """The process's plugin manager, built with the ``plugins`` switches of ``Q_CLUSTER``
+    (qhive_django's hooks are among its default plugins: :mod:`qhive_django.apps`)."""
     if config is None:
         try:
             config = get_config()
         except ConfigError:  # only the "plugins" switches are read here; the checks report it
             config = None
-    pm = get_plugin_manager(config)
-    if not pm.is_registered(hooks):
-        pm.register_checked(hooks, name="qhive_django")
-    return pm
+    return get_plugin_manager(config)
 
 
 def reset() -> None:

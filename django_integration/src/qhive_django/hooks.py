@@ -1,9 +1,9 @@
 """qhive_django's pluggy hooks: Django signals, the ``hook`` task option, the
 scheduler thread of a cluster, and database hygiene for long-running processes.
 
-Registered with the plugin manager by :func:`qhive_django.conf.plugin_manager`
-(from ``AppConfig.ready()`` and worker set-up), not through an entry point:
-only processes that run Django have them.
+A default plugin of every plugin manager once ``AppConfig.ready()`` ran
+(:func:`qhive.plugins.add_default_plugin`), not an entry point: only processes
+that run Django have them.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import connections
+from qhive.config import Config
 from qhive.contracts import TaskResult
+from qhive.pipeline import Pipeline
 from qhive.plugins import hookimpl
 from qhive.task import resolve_func
 
+from qhive_django.conf import get_config, get_pipeline
+from qhive_django.results import as_task
 from qhive_django.signals import (
     SENDER,
     post_execute,
@@ -90,15 +94,19 @@ def qhive_post_execute(task: dict[str, Any], result: TaskResult) -> None:
 
 
 @hookimpl
-def qhive_cluster_config(name: str) -> Any:
+def qhive_cluster_config(name: str) -> Config:
     # Follow-ups routed to another cluster (a chain link's ``cluster``): ALT_CLUSTERS.
-    from qhive_django.conf import get_config
-
     return get_config(name)
 
 
 @hookimpl
+def qhive_pipeline(cluster: str | None) -> Pipeline:
+    return get_pipeline(cluster)  # a bad Q_CLUSTER or unknown cluster: its ConfigError
+
+
+@hookimpl
 def qhive_cluster_started(cluster: Any) -> None:
+    # The scheduler uses the models, so it needs Django set up; importing hooks must not.
     from qhive_django import scheduler
 
     scheduler.start_for(cluster)
@@ -106,7 +114,7 @@ def qhive_cluster_started(cluster: Any) -> None:
 
 @hookimpl
 def qhive_cluster_stopping(cluster: Any) -> None:
-    from qhive_django import scheduler
+    from qhive_django import scheduler  # as in qhive_cluster_started
 
     scheduler.stop_for(cluster)
 
@@ -120,8 +128,9 @@ def qhive_worker_spawned(name: str) -> None:
 
 
 def call_task_hook(task: dict[str, Any], result: TaskResult) -> None:
-    """Call the task's ``hook`` with the saved ``Task`` row (ORM result store) or
-    the :class:`TaskResult`. Errors are logged, never raised: the result is saved."""
+    """Call the task's ``hook`` with the result as the store's record (a ``Task`` row with
+    the ORM result store: :func:`qhive_django.results.as_task`). Errors are logged, never
+    raised: the result is saved."""
     hook = task["hook"]
     try:
         func = resolve_func(hook)
@@ -137,9 +146,6 @@ def call_task_hook(task: dict[str, Any], result: TaskResult) -> None:
 
 
 def _saved_task(task: dict[str, Any], result: TaskResult) -> Any:
-    from qhive_django.conf import get_pipeline
-    from qhive_django.tasks import as_task
-
     try:
         return as_task(get_pipeline(task.get("cluster")).result_store, result)
     except Exception:  # e.g. the task came from a cluster these settings do not know

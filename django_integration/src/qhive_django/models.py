@@ -15,16 +15,22 @@ import keyword
 import zoneinfo
 from typing import Any
 
+from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connections, models, router, transaction
 from django.db.models import F
-from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from qhive.contracts import ResultStore
+from qhive.errors import ConfigError
+from qhive.task import split_options
 
 from qhive_django import recurrence
+from qhive_django.conf import get_config, get_pipeline
 from qhive_django.fields import ArgumentsField
+from qhive_django.results import as_task
 
 #: name -> (Django app, distribution)
 _OWNERS = {
@@ -40,8 +46,6 @@ __all__ = ["Schedule", *_OWNERS]
 def __getattr__(name: str) -> Any:
     if name not in _OWNERS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from django.apps import apps
-
     app, distribution = _OWNERS[name]
     if not apps.is_installed(app):
         raise ImportError(
@@ -248,11 +252,6 @@ class Schedule(models.Model):
     def zone(self) -> dt.tzinfo:
         """The time zone of this schedule's calendar: ``time_zone`` of its cluster's
         ``Q_CLUSTER`` settings, else ``TIME_ZONE`` (the zone of naive datetimes too)."""
-        from django.conf import settings
-        from qhive.errors import ConfigError
-
-        from qhive_django.conf import get_config
-
         try:
             name = get_config(self.cluster).time_zone
         except ConfigError:  # a cluster these settings do not know: the root's zone
@@ -279,8 +278,6 @@ class Schedule(models.Model):
 
     def clean(self) -> None:
         super().clean()
-        from qhive.task import split_options
-
         if self.schedule_type == self.CRON and not self.cron:
             raise ValidationError({"cron": "a Cron schedule needs a cron expression"})
         if self.schedule_type == self.SECONDS and not self.seconds:
@@ -322,34 +319,28 @@ class Schedule(models.Model):
 
     def last_run(self) -> str | None:
         """An admin link to the last task this schedule created (ORM result store)."""
-        task = self._last_task()
-        return None if task is None else result_link(task.id, task.name, task.success)
+        found = self._last_task()
+        return None if found is None else result_link(as_task(self.result_store(), found))
 
     def _last_task(self) -> Any:
         """The result of the last task, from its cluster's result store (or None)."""
-        from qhive.errors import ConfigError
+        return self.result_store().get(self.task) if self.task else None
 
-        from qhive_django.conf import get_pipeline
-
-        if not self.task:
-            return None
+    def result_store(self) -> ResultStore:
+        """The result store of the schedule's cluster (the root cluster's for a cluster
+        these settings do not know)."""
         try:
-            store = get_pipeline(self.cluster).result_store
-        except ConfigError:  # a cluster these settings do not know
-            store = get_pipeline().result_store
-        return store.get(self.task)
+            return get_pipeline(self.cluster).result_store
+        except ConfigError:
+            return get_pipeline().result_store
 
 
-def result_link(task_id: str, name: str, success: bool, current_app: str | None = None) -> str:
-    """``[name]``, linked to the task's page among the successful or failed tasks of the
-    admin (plain text when those pages are not registered)."""
-    page = "success" if success else "failure"
-    try:
-        url = reverse(f"admin:qhive_store_orm_{page}_change", args=(task_id,),
-                      current_app=current_app)
-    except NoReverseMatch:
-        return f"[{name}]"
-    return format_html('<a href="{}">[{}]</a>', url, name)
+def result_link(record: Any, current_app: str | None = None) -> str:
+    """``[name]`` of a result's record (:mod:`qhive_django.results`), linked to its admin
+    page when the record has one (``admin_url()``: the ORM result store's ``Task``)."""
+    admin_url = getattr(record, "admin_url", None)
+    url = admin_url(current_app) if callable(admin_url) else None
+    return format_html('<a href="{}">[{}]</a>', url, record.name) if url else f"[{record.name}]"
 
 
 def _aware(value: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
@@ -359,8 +350,6 @@ def _aware(value: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
 
 def _stored(value: dt.datetime | None, zone: dt.tzinfo) -> dt.datetime | None:
     """A datetime as the database field takes it: aware with USE_TZ, else naive local."""
-    from django.conf import settings
-
     if value is None or settings.USE_TZ:
         return value
     return value.astimezone(zone).replace(tzinfo=None)

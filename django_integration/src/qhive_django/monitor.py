@@ -29,12 +29,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+import psutil
+import qhive
+from blessed import Terminal
+from django.conf import settings
+from django.db import DatabaseError, connections
+from django.utils import timezone
 from qhive.cluster.stat import STARTING, STOPPED, STOPPING, WORKING, StatStore, choose_store
 from qhive.cluster.stat import Stat as CoreStat
 from qhive.errors import BrokerConnectionError
 
+from qhive_django.conf import get_config, get_pipeline
+
 if TYPE_CHECKING:
-    from blessed import Terminal
     from qhive.contracts import Broker, ResultStore
 
 __all__ = ["Stat", "check_broker", "cluster_ids", "config_lines", "info",
@@ -101,8 +108,6 @@ def stat_store(broker: Broker | None = None) -> StatStore:
     (:func:`qhive.cluster.stat.choose_store`): ``broker`` (default: the configured
     one) if it keeps statistics, else the configured result store if it can.
     Stats are verified with the configured cluster's signer."""
-    from qhive_django.conf import get_pipeline
-
     pipeline = get_pipeline()
     if broker is None:
         return CoreStat.store_for(pipeline)
@@ -112,15 +117,11 @@ def stat_store(broker: Broker | None = None) -> StatStore:
 
 def project_name() -> str:
     """The project's name: the prefix every cluster of it saves its stats under."""
-    from qhive_django.conf import get_config
-
     return get_config().name
 
 
 def default_broker() -> Broker:
     """The broker of the configured cluster (``$Q_CLUSTER_NAME``, else the root one)."""
-    from qhive_django.conf import get_pipeline
-
     return get_pipeline().broker
 
 
@@ -151,27 +152,10 @@ def _broker_name(broker: Broker) -> str:
 
 
 def result_counts(store: ResultStore) -> tuple[int, int] | None:
-    """``(successes, failures)`` kept by the result store, in one query; None when the
-    store cannot count (only the ORM store's ``Task`` table can)."""
-    alias = _orm_alias(store)
-    if alias is None:
-        return None
-    from django.db.models import Count, Q
-    from qhive_store_orm.models import Task
-
-    counts = Task.objects.using(alias).aggregate(
-        successes=Count("pk", filter=Q(success=True)),
-        failures=Count("pk", filter=Q(success=False)),
-    )
-    return counts["successes"], counts["failures"]
-
-
-def _orm_alias(store: ResultStore) -> str | None:
-    try:
-        from qhive_store_orm.store import OrmResultStore
-    except ImportError:
-        return None
-    return store.alias if isinstance(store, OrmResultStore) else None
+    """``(successes, failures)`` kept by the result store, without loading them; None
+    when the store cannot count them (:meth:`~qhive.contracts.ResultStore.summary`)."""
+    counted = store.summary(timezone.now() - dt.timedelta(days=1))
+    return None if counted is None else (counted.successes, counted.failures)
 
 
 @dataclasses.dataclass
@@ -199,22 +183,11 @@ def summary(broker: Broker, store: ResultStore, stats: Sequence[CoreStat] | None
     ``stats`` None: no statistics can be kept, the cluster numbers are unknown."""
     successes = failures = rate = avg_time = None
     per = "day"
-    alias = _orm_alias(store)
-    if alias is not None:
-        from django.db.models import Avg, Count, F, Q
-        from django.utils import timezone
-        from qhive_store_orm.models import Task
-
-        last_day = Q(success=True, stopped__gte=timezone.now() - dt.timedelta(days=1))
-        counts = Task.objects.using(alias).aggregate(
-            successes=Count("pk", filter=Q(success=True)),
-            failures=Count("pk", filter=Q(success=False)),
-            last_day=Count("pk", filter=last_day),
-            avg_time=Avg(F("stopped") - F("started"), filter=last_day),
-        )
-        successes, failures = counts["successes"], counts["failures"]
-        rate, per = _rate(counts["last_day"])
-        avg_time = _seconds(counts["avg_time"])
+    counted = store.summary(timezone.now() - dt.timedelta(days=1))
+    if counted is not None:
+        successes, failures = counted.successes, counted.failures
+        rate, per = _rate(counted.recent_successes)
+        avg_time = counted.recent_mean_seconds
     known = stats is not None
     return Summary(
         clusters=len(stats) if known else None,
@@ -235,20 +208,10 @@ def _rate(per_day: int) -> tuple[float, str]:
     return float(per_day), "day"
 
 
-def _seconds(value: Any) -> float | None:
-    # Avg over a duration is a timedelta on most databases, a number of
-    # microseconds where the database has no interval type.
-    if value is None:
-        return None
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    return float(value) / 1e6
-
 
 def _schedules() -> int | None:
     """Schedules that will still run (``repeats`` not 0); None without the table."""
-    from django.db import DatabaseError
-
+    # Models need the app registry: this module is imported before Django is set up.
     from qhive_django.models import Schedule
 
     try:
@@ -266,10 +229,6 @@ def config_lines() -> list[str]:
     """``qinfo --config``: every setting of the configured cluster, one ``key: value``
     a line, with secrets masked (``SECRET_KEY`` never shows; nor do passwords,
     tokens or the password of a URL)."""
-    import qhive
-
-    from qhive_django.conf import get_config
-
     lines = [f"VERSION: qhive {qhive.__version__}"]
     for key, value in get_config().redacted().items():
         lines.append(f"{key}: {value if isinstance(value, str) else repr(value)}")
@@ -280,9 +239,7 @@ def config_lines() -> list[str]:
 
 
 def _terminal(stream: IO[str] | None) -> Terminal:
-    import blessed  # a dependency of qhive-django; imported by the screens only
-
-    return blessed.Terminal(stream=stream if stream is not None else sys.stdout)
+    return Terminal(stream=stream if stream is not None else sys.stdout)
 
 
 def _cells(term: Terminal, values: Iterable[str], width: int) -> str:
@@ -395,8 +352,6 @@ def _reset_connections() -> None:
     # A failed query can leave Django's connection unusable (PostgreSQL aborts the
     # transaction, a dropped server leaves a dead socket): close it so the next
     # refresh reconnects — unless a caller's transaction holds it.
-    from django.db import connections
-
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close()
@@ -495,8 +450,6 @@ def monitor(run_once: bool = False, broker: Broker | None = None, *,
     :raises BrokerConnectionError: the broker cannot be reached at start. Later
         failures are shown on the screen, which keeps refreshing.
     """
-    from qhive_django.conf import get_pipeline
-
     stream = stream if stream is not None else sys.stdout
     term = _terminal(stream)
     broker = broker if broker is not None else default_broker()
@@ -518,10 +471,6 @@ def info(broker: Broker | None = None, *, stream: IO[str] | None = None) -> bool
 
     :returns: True (as Django Q's ``info()``).
     """
-    import qhive
-
-    from qhive_django.conf import get_pipeline
-
     stream = stream if stream is not None else sys.stdout
     term = _terminal(stream)
     broker = broker if broker is not None else default_broker()
@@ -662,9 +611,6 @@ def _row(term: Terminal, cells: Sequence[str], widths: Sequence[int]) -> str:
 
 
 def _now() -> dt.datetime:
-    from django.conf import settings
-    from django.utils import timezone
-
     return timezone.localtime() if settings.USE_TZ else dt.datetime.now()
 
 
@@ -698,7 +644,6 @@ def memory(run_once: bool = False, workers: bool = False, broker: Broker | None 
     """
     stream = stream if stream is not None else sys.stdout
     term = _terminal(stream)
-    import psutil  # a dependency of qhive (the cluster sets cpu affinity with it)
     broker = broker if broker is not None else default_broker()
     check_broker(broker)
     stats = stat_store(broker)

@@ -27,6 +27,8 @@ import calendar
 import datetime as dt
 from collections.abc import Iterator
 
+from croniter import croniter
+
 ONCE, SECONDS, MINUTES, HOURLY = "O", "S", "I", "H"
 DAILY, WEEKLY, BIWEEKLY = "D", "W", "BW"
 MONTHLY, BIMONTHLY, QUARTERLY, YEARLY = "M", "BM", "Q", "Y"
@@ -96,8 +98,6 @@ def slots(kind: str, anchor: dt.datetime, first: dt.datetime, zone: dt.tzinfo,
 
 def check_cron(expression: str) -> None:
     """Raise ``ValueError`` naming the problem when croniter cannot read ``expression``."""
-    from croniter import croniter
-
     try:
         croniter.expand(expression)
     except Exception as exc:  # croniter's errors are ValueErrors, KeyErrors, ...
@@ -141,8 +141,6 @@ def _cron_after(expression: str | None, moment: dt.datetime, zone: dt.tzinfo) ->
     # croniter walks naive wall-clock times: each wall time once, whatever the clocks
     # do; localize() then places it. A wall time in the skipped hour can land on an
     # instant a later wall time also has: keep only slots later than the last one.
-    from croniter import croniter
-
     if not expression:
         raise ValueError("a cron schedule needs a cron expression")
     walls = croniter(expression, moment.astimezone(zone).replace(tzinfo=None))

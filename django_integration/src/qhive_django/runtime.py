@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import django
+from django.apps import apps
+from django.db import connections
+
 SETUP = "qhive_django.runtime:setup"
 
 # Connections inherited through fork(), kept referenced so that garbage
@@ -17,23 +21,14 @@ _inherited: list[Any] = []
 def setup() -> None:
     """Make this process a Django process: ``django.setup()`` (the settings come from
     ``DJANGO_SETTINGS_MODULE``, inherited from ``qcluster``), fresh database
-    connections, and qhive_django's hooks registered with the plugin manager."""
-    import django
-    from django.apps import apps
-
+    connections; qhive_django's hooks are default plugins of every plugin manager."""
     if apps.ready:  # forked from a process that had set Django up
         _drop_inherited_connections()
     else:
-        django.setup()
-
-    from qhive_django.conf import plugin_manager
-
-    plugin_manager()  # registered again if the manager was rebuilt in this process
+        django.setup()  # registers qhive_django's hooks (AppConfig.ready)
 
 
 def _drop_inherited_connections() -> None:
-    from django.db import connections
-
     for connection in connections.all(initialized_only=True):
         if connection.connection is not None:
             _inherited.append(connection.connection)

@@ -36,7 +36,6 @@ the schedule runs once and moves to its first future slot.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import threading
@@ -48,7 +47,9 @@ from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 from qhive.config import Config
 from qhive.task import derived_id, split_options
+from qhive_broker_orm.listen import Listener
 
+from qhive_django.conf import get_pipeline
 from qhive_django.models import SCHEDULES_CHANNEL, Schedule, ScheduleRevision
 
 logger = logging.getLogger("qhive.scheduler")
@@ -142,17 +143,16 @@ def plan(schedule: Schedule, now: dt.datetime,
 
 def enqueue(schedule: Schedule, slot: dt.datetime, task_id: str, config: Config) -> None:
     """Send the task of one slot."""
-    from qhive_django.tasks import _submit
-
     options, kwargs = split_options(schedule.kwargs or {})
     if schedule.intended_date_kwarg:
         kwargs[schedule.intended_date_kwarg] = slot.isoformat()
     if schedule.hook:
         options["hook"] = schedule.hook
     options.setdefault("group", schedule.name or str(schedule.pk))
-    options["cluster"] = schedule.cluster or options.get("cluster") or config.cluster_name
-    _submit(schedule.func, tuple(schedule.args or ()), kwargs, options, task_id=task_id,
-            raise_errors=False)
+    routed = options.pop("cluster", None)
+    pipeline = get_pipeline(schedule.cluster or routed or config.cluster_name)
+    pipeline.submit(schedule.func, tuple(schedule.args or ()), kwargs, options, task_id=task_id,
+                    raise_errors=False)
     logger.info("created task %s from schedule [%s] for %s", task_id,
                 schedule.name or schedule.pk, slot.isoformat())
 
@@ -204,13 +204,13 @@ class Scheduler(threading.Thread):
 
 class ScheduleChanges:
     """Ends a scheduler's sleep when schedules change on database ``alias``: ``LISTEN``
-    on PostgreSQL (the ORM broker's way, on a psycopg connection of its own), else the
+    on PostgreSQL (a :class:`qhive_broker_orm.listen.Listener`, as the ORM broker), else the
     :class:`~qhive_django.models.ScheduleRevision` read every :data:`CHANGE_CHECK_INTERVAL`."""
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
-        self.listens = connections[alias].vendor == "postgresql" and _has_psycopg32()
-        self._listener: _Listener | None = None
+        self.listens = connections[alias].vendor == "postgresql" and Listener.available()
+        self._listener: Listener | None = None
         self._listen_failed_at: float | None = None
         self._seen: int | None = None
 
@@ -258,14 +258,15 @@ class ScheduleChanges:
         return (ScheduleRevision.objects.using(self.alias).filter(pk=1)
                 .values_list("revision", flat=True).first())
 
-    def _listen(self) -> _Listener | None:
+    def _listen(self) -> Listener | None:
         if self._listener is not None or not self.listens:
             return self._listener
         if (self._listen_failed_at is not None
                 and time.monotonic() - self._listen_failed_at < LISTEN_RETRY_INTERVAL):
             return None
         try:
-            self._listener = _Listener(self.alias)
+            self._listener = Listener.for_database(self.alias, SCHEDULES_CHANNEL,
+                                                   application_name="qhive-scheduler")
         except Exception as exc:
             self._failed(exc)
             return None
@@ -278,49 +279,6 @@ class ScheduleChanges:
                        type(exc).__name__, exc, CHANGE_CHECK_INTERVAL)
         self.close()
         self._listen_failed_at = time.monotonic()
-
-
-class _Listener:
-    """A psycopg 3 connection of its own, LISTENing on ``SCHEDULES_CHANNEL``: Django's
-    connection closes with ``CONN_MAX_AGE`` and drops notifications during queries."""
-
-    def __init__(self, alias: str) -> None:
-        import psycopg
-        from psycopg import sql
-
-        params = {key: value for key, value in connections[alias].get_connection_params().items()
-                  if key not in ("cursor_factory", "context", "prepare_threshold")}
-        params.setdefault("connect_timeout", 10)
-        params.setdefault("application_name", "qhive-scheduler")
-        self.conn = psycopg.connect(**params, autocommit=True)
-        try:
-            self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(SCHEDULES_CHANNEL)))
-        except BaseException:
-            self.close()
-            raise
-
-    def drain(self) -> None:
-        for _ in self.conn.notifies(timeout=0):
-            pass
-
-    def wait(self, seconds: float) -> bool:
-        return any(True for _ in self.conn.notifies(timeout=seconds, stop_after=1))
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.close()
-
-
-def _has_psycopg32() -> bool:
-    """psycopg >= 3.2 (``notifies(timeout=...)``); with psycopg2 the revision is read."""
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    try:
-        return tuple(int(part) for part in psycopg.__version__.split(".")[:2]) >= (3, 2)
-    except ValueError:
-        return False
 
 
 _running: dict[int, Scheduler] = {}

@@ -43,12 +43,15 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.db import IntegrityError, router, transaction
+from django.utils import timezone
 from qhive.contracts import Broker, ResultStore, TaskResult
 from qhive.naming import humanize
-from qhive.task import OPTION_KEYS, chain_link, derived_id, func_name, func_ref, new_task
+from qhive.task import OPTION_KEYS, chain_link, derived_id, func_name, func_ref
 from qhive.task import split_options as split_options
 
 from qhive_django.conf import get_config, get_pipeline
+from qhive_django.results import as_task, group_records, records
 
 __all__ = [
     "OPTION_KEYS", "AsyncTask", "Chain", "Iter", "async_chain", "async_iter", "async_task",
@@ -59,8 +62,6 @@ __all__ = [
 logger = logging.getLogger("qhive")
 
 _TASK_ID = re.compile(r"[0-9a-f]{32}")
-#: The ORM result store's Django app; its results are fetched as ``Task`` rows.
-ORM_STORE_APP = "qhive_store_orm"
 #: Options only async_iter / async_chain set.
 _INTERNAL = {"iter_count": "async_iter", "iter_cached": "async_iter"}
 
@@ -91,58 +92,11 @@ def async_task(func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> str
 def _submit(func: Callable[..., Any] | str, args: tuple, kwargs: dict[str, Any],
             options: dict[str, Any], *, task_id: str | None = None,
             raise_errors: bool = True) -> str:
-    """Validate ``options``, build the package and send it (or run it, ``sync``)."""
-    if not (callable(func) or (isinstance(func, str) and func)):
-        raise TypeError(f"async_task needs a callable or a dotted path, got {func!r}")
+    """Send (or run, ``sync``) through the pipeline of the task's ``cluster``."""
     options = dict(options)
-    broker = options.pop("broker", None)
-    if broker is not None and not isinstance(broker, Broker):
-        raise TypeError(f"async_task(broker=...) takes a qhive Broker, got {broker!r}")
     pipeline = get_pipeline(options.pop("cluster", None))
-    config = pipeline.config
-    sync = options.pop("sync", None)
-    sync = config.sync if sync is None else bool(sync)
-    if options.get("cached") is None:
-        options["cached"] = config.cached
-    # None means "not given", except for timeout where it means "no timeout".
-    options = {k: v for k, v in options.items()
-               if (v is not None or k == "timeout") and not (k == "cached" and v is False)}
-    _check_options(options)
-    if options.get("cached"):  # no cache store installed: say so here, not in a worker
-        pipeline.cache_store(options["cached"])
-    if callable(options.get("hook")):
-        options["hook"] = func_ref(options["hook"])  # a dotted path works in every process
-
-    task = new_task(func, args, kwargs, task_id=task_id, **options)
-    if not sync:
-        pipeline.send(task, broker=broker)
-        logger.debug("enqueued task %s (%s) on queue %r", task["id"], task["name"],
-                     (broker or pipeline.broker).queue)
-        return task["id"]
-    task["sync"] = True
-    pipeline.pm.hook.qhive_pre_enqueue(task=task)
-    _stored, error = pipeline.run_sync(task)
-    if error is not None and raise_errors:
-        error.add_note(f"raised by qhive task {task['id']} ({task['name']}) run with sync=True; "
-                       f"its failure was saved")
-        raise error
-    return task["id"]
-
-
-def _check_options(options: dict[str, Any]) -> None:
-    timeout = options.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                                or not timeout > 0):
-        raise ValueError(f"async_task(timeout=...) must be a number of seconds > 0 or None, "
-                         f"got {timeout!r}")
-    hook = options.get("hook")
-    if hook is not None and not (callable(hook) or isinstance(hook, str)):
-        raise TypeError(f"async_task(hook=...) must be a callable or a dotted path, got {hook!r}")
-    for key in ("cached", "iter_cached"):
-        value = options.get(key)
-        if value is not None and not (value is True or (type(value) is int and value > 0)):
-            raise ValueError(f"async_task({key}=...) must be True, False or a number of "
-                             f"seconds > 0, got {value!r}")
+    return pipeline.submit(func, args, kwargs, options, task_id=task_id,
+                           raise_errors=raise_errors)
 
 
 def queue_size(cluster: str | Broker | None = None, *, broker: Broker | None = None) -> int:
@@ -223,9 +177,7 @@ def schedule(func: Callable[..., Any] | str, *args: Any, name: str | None = None
     :raises django.core.exceptions.ValidationError: a bad cron expression, type,
         argument that cannot be stored, ``q_options`` key, ...
     """
-    from django.db import IntegrityError, router, transaction
-    from django.utils import timezone
-
+    # The models need the app registry; async_task works before Django is set up.
     from qhive_django.models import Schedule
 
     for label, value in (("func", func), ("hook", hook)):
@@ -263,10 +215,10 @@ def result(task_id: str | uuid.UUID, wait: float = 0, cached: bool | None = None
 
 def fetch(task_id: str | uuid.UUID, wait: float = 0, cached: bool | None = None, *,
           cluster: str | None = None) -> Any:
-    """The executed task by id or name, or ``None``: a ``Task`` (a saved row with the
-    ORM result store; an unsaved one — ``save()`` keeps it — from other stores)
-    when ``qhive_store_orm`` is installed, else a :class:`qhive.contracts.TaskResult`.
-    ``wait`` as in :func:`result`."""
+    """The executed task by id or name, or ``None``: the result store's record of it
+    (:mod:`qhive_django.results`: a ``Task`` while ``qhive_store_orm`` is installed —
+    a saved row with the ORM result store, an unsaved one from other stores), else a
+    :class:`qhive.contracts.TaskResult`. ``wait`` as in :func:`result`."""
     store = _store(cached, cluster)
     found = _poll(_lookup(task_id, store), _deadline(wait))
     return as_task(store, found) if found is not None else None
@@ -301,12 +253,8 @@ def fetch_group(group_id: str, failures: bool = True, wait: float = 0,
     found = _group(store, group_id, failures, wait, count)
     if not found:
         return None
-    if _is_orm_store(store):  # Django Q2 gives a QuerySet of Task rows
-        from qhive_store_orm.models import Task
-
-        rows = Task.objects.using(store.alias).filter(group=group_id)
-        return rows if failures else rows.filter(success=True)
-    return [as_task(store, r) for r in found]
+    rows = group_records(store, group_id, found, failures)  # Django Q2: a QuerySet of Tasks
+    return records(store, found) if rows is None else rows
 
 
 def count_group(group_id: str, failures: bool = False, cached: bool | None = None, *,
@@ -324,37 +272,17 @@ def count_group(group_id: str, failures: bool = False, cached: bool | None = Non
 
 def delete_group(group_id: str, tasks: bool = False, cached: bool | None = None, *,
                  cluster: str | None = None) -> Any:
-    """Forget a group. With the ORM result store: ``tasks=False`` only clears the
-    tasks' group label (returns how many), ``tasks=True`` deletes them (returns
-    what ``QuerySet.delete()`` returns). Other stores keep no label apart from the
-    result, so they delete the group's results and return how many (as Django Q2
-    does for cached results)."""
+    """Forget a group. Where the store offers its records as a query (the ORM result
+    store's ``Task`` rows, see :mod:`qhive_django.results`): ``tasks=False`` only
+    clears the tasks' group label (returns how many), ``tasks=True`` deletes them
+    (returns what ``QuerySet.delete()`` returns). Other stores keep no label apart
+    from the result, so they delete the group's results and return how many (as
+    Django Q2 does for cached results)."""
     store = _store(cached, cluster)
-    if _is_orm_store(store):
-        from qhive_store_orm.models import Task
-
-        group = Task.objects.using(store.alias).filter(group=group_id)
-        return group.delete() if tasks else group.update(group=None)
-    return store.delete_group(group_id)
-
-
-def as_task(store: ResultStore, found: TaskResult) -> Any:
-    """``found`` as a ``Task``: the saved row with the ORM result store, an unsaved
-    instance with other stores (when ``qhive_store_orm`` is installed), else itself."""
-    from django.apps import apps
-
-    if not apps.is_installed(ORM_STORE_APP):
-        return found
-    from qhive_store_orm.models import Task
-
-    if not _is_orm_store(store):
-        return Task.from_result(found)
-    return Task.objects.using(store.alias).filter(pk=found.id).first() or found
-
-
-def _is_orm_store(store: ResultStore) -> bool:
-    app = getattr(store, "django_app", None) or type(store).__module__.partition(".")[0]
-    return app == ORM_STORE_APP
+    rows = group_records(store, group_id, [], failures=True)
+    if rows is None:
+        return store.delete_group(group_id)
+    return rows.delete() if tasks else rows.update(group=None)
 
 
 def _store(cached: bool | None, cluster: str | None) -> ResultStore:

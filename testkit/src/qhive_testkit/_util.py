@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
+from qhive.config import Config
 
 T = TypeVar("T")
 
@@ -32,8 +33,6 @@ def unique(prefix: str) -> str:
 
 def make_config(**settings: Any):
     """A :class:`qhive.config.Config` parsed from ``settings`` (Q_CLUSTER keys)."""
-    from qhive.config import Config
-
     # The cluster is named, so that a Q_CLUSTER_NAME in the environment changes nothing.
     return Config.from_dict(dict(settings), cluster=settings.get("name", "default"))
 

@@ -123,11 +123,13 @@ def _database(alias: str, folder: Path, name: str) -> dict[str, Any]:
 def _server_sql(alias: str, sql: str) -> None:
     """Run CREATE/DROP DATABASE on the server, outside any database of ours."""
     if alias == "postgres":
+        # database drivers: the testkit's [django] extra, needed by these fixtures only
         import psycopg
 
         with psycopg.connect(**postgres_params(), autocommit=True) as conn:
             conn.execute(sql)
     else:
+        # as psycopg above
         import pymysql
 
         conn = pymysql.connect(**mysql_params(), autocommit=True)
@@ -156,6 +158,7 @@ class DjangoProject:
 
 @pytest.fixture(scope="session")
 def django_project(tmp_path_factory) -> DjangoProject:
+    # Django is the testkit's [django] extra: its fixtures import it when used
     import django
     from django.conf import settings
 
@@ -183,6 +186,7 @@ def django_project(tmp_path_factory) -> DjangoProject:
         raise RuntimeError("Django settings were configured before django_project")
     django.setup()
 
+    # once django.setup() ran
     from django.core.management import call_command
 
     for alias in aliases:
@@ -190,6 +194,7 @@ def django_project(tmp_path_factory) -> DjangoProject:
     try:
         yield DjangoProject(folder, "qhive_test_settings", aliases)
     finally:
+        # as above: Django on use
         from django.db import connections
 
         connections.close_all()
@@ -216,6 +221,7 @@ def database(request, django_project) -> str:
 @pytest.fixture
 def admin_client(django_project):
     """A test client logged in as a superuser of its own (deleted afterwards)."""
+    # as above: Django on use
     from django.contrib.auth import get_user_model
     from django.test import Client, override_settings
 

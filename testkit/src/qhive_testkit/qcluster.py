@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from qhive.cluster import Stat
 
 T = TypeVar("T")
 
@@ -102,7 +103,7 @@ class QCluster:
 
     def stat(self, cluster: str | None = None):
         """This cluster's :class:`qhive.cluster.Stat` (the newest of its project), or None."""
-        from qhive.cluster import Stat
+        # qhive-django is the testkit's [django] extra: only Django tests need it
         from qhive_django.conf import get_pipeline
 
         stats = Stat.store_for(get_pipeline(cluster)).get_all()

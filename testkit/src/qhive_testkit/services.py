@@ -23,7 +23,10 @@ removes what a test leaves in Redis.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -79,6 +82,7 @@ def redis_address(db: int | None = None) -> str:
 def delete_redis_keys(match: str) -> None:
     """Delete the keys of the shared Redis that match ``match`` (a ``SCAN`` pattern such
     as ``"<key prefix>:*"``): what a test leaves there. The database is never flushed."""
+    # redis-py is no dependency of the testkit: only Redis tests need it
     import redis
 
     client = redis.Redis(**redis_options())
@@ -134,8 +138,6 @@ class RedisServer:
     """
 
     def __init__(self, folder, *, persist: bool = True) -> None:
-        import shutil
-
         if shutil.which("redis-server") is None:
             reason = "redis-server is not installed (needed to stop and restart a Redis)"
             if services_required():
@@ -151,9 +153,6 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, within: float = 30.0) -> RedisServer:
-        import subprocess
-        import time
-
         args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
                 "--dir", str(self.folder), "--save", "", "--daemonize", "no",
                 "--logfile", str(self.folder / "redis.log")]

@@ -4,7 +4,10 @@
 raise, exit, die), so cluster and pipeline tests in every package share them.
 """
 
+import json
+import os
 import sys
+import time
 
 
 def add(a, b):
@@ -37,16 +40,12 @@ def nothing():
 
 
 def sleep(seconds, result=None):
-    import time
-
     time.sleep(seconds)
     return result
 
 
 def die():
     """Kill the worker process outright, as a segfault or the OOM killer would."""
-    import os
-
     os._exit(13)
 
 
@@ -71,10 +70,6 @@ def record(path, *values, **named):
     if its result was saved once. One ``write`` on an O_APPEND file, so lines of
     concurrent workers never mix.
     """
-    import json
-    import os
-    import time
-
     line = json.dumps({"values": list(values), "named": named, "at": time.time(),
                        "pid": os.getpid()}) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

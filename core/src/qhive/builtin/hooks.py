@@ -9,7 +9,7 @@ from typing import Any
 
 from qhive.codec import TaskCodec
 from qhive.contracts import Broker
-from qhive.plugins import hookimpl
+from qhive.hookspecs import hookimpl
 
 
 @hookimpl(trylast=True)

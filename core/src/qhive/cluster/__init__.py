@@ -2,7 +2,8 @@
 processes, with a pusher thread feeding tasks and a monitor thread saving
 results. See :mod:`qhive.cluster.cluster` for how it works and how it stops."""
 
-from qhive.cluster.cluster import Cluster, configure_logging
+from qhive.cluster.cluster import Cluster
+from qhive.cluster.logs import configure_logging
 from qhive.cluster.stat import Stat
 
 __all__ = ["Cluster", "Stat", "configure_logging"]

@@ -22,30 +22,31 @@ running tasks.
 
 The process exits non-zero when the cluster stopped because something broke:
 a thread of the sentinel died, or workers kept dying as they started.
+
+How a worker process starts, and what its end says: :mod:`qhive.cluster.processes`.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
+import psutil
+
 from qhive.cluster.monitor import Monitor
+from qhive.cluster.processes import Worker, describe_exit, spawn_worker, worker_context
 from qhive.cluster.pusher import Pusher, Queued
 from qhive.cluster.stat import IDLE, STARTING, STOPPED, STOPPING, WORKING, Stat, StatStore
-from qhive.cluster.worker import run_worker
 from qhive.config import Config
 from qhive.errors import SetupError
 from qhive.naming import humanize
@@ -58,57 +59,6 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 START_FAILURES = 3
 #: While stopping, the longest wait for a failing broker or result store.
 STOP_GRACE = 10.0
-
-
-def _mp_context(setup: str | None) -> multiprocessing.context.BaseContext:
-    # forkserver: workers start from a clean single-threaded server, not from the
-    # sentinel with its threads and connections (fork would copy held locks). The
-    # server runs the set-up once (qhive.cluster.preload); workers are its forks.
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    if setup:
-        os.environ["QHIVE_WORKER_SETUP"] = setup  # read by the forkserver as it starts
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["qhive.cluster.preload"])
-    return context
-
-
-@contextlib.contextmanager
-def _main_script_hidden() -> Any:
-    """Start processes without telling them the main script's path.
-
-    multiprocessing re-runs ``__main__``'s file in every child so that objects
-    defined there unpickle; a ``manage.py`` without the ``if __name__ ==
-    "__main__":`` guard would then run ``qcluster`` again in each worker. Task
-    functions never live in the main script, so children do not need it.
-    """
-    main = sys.modules.get("__main__")
-    path = None
-    if main is not None and getattr(main, "__spec__", None) is None:
-        path = main.__dict__.pop("__file__", None)
-    try:
-        yield
-    finally:
-        if path is not None:
-            main.__file__ = path
-
-
-@dataclasses.dataclass(eq=False)
-class Worker:
-    """The sentinel's view of one worker process."""
-
-    process: Any
-    conn: Connection
-    name: str
-    job: Queued | None = None
-    deadline: float | None = None
-    timed_out: bool = False
-    ready: bool = False  # set up and waiting for tasks (never given one before)
-    start_error: str | None = None  # why its set-up failed, as it reported
-
-    @property
-    def busy(self) -> bool:
-        return self.job is not None
 
 
 class Cluster:
@@ -138,7 +88,7 @@ class Cluster:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._ctx = _mp_context(setup)
+        self._ctx = worker_context(setup)
         self._stat = Stat(self.cluster_id, config.cluster_name, socket.gethostname(), self.pid,
                           configured_workers=config.workers, queue_limit=config.queue_limit)
         self.pusher = Pusher(self.pipeline, self._room, self._wake)
@@ -221,24 +171,13 @@ class Cluster:
                              "keeps trying", what, exc)
 
     def _spawn(self, index: int) -> Worker:
-        ours, theirs = self._ctx.Pipe()
-        name = f"qhive-worker-{index}-{uuid.uuid4().hex[:6]}"
-        process = self._ctx.Process(
-            target=run_worker, args=(theirs, self.config, self.setup, name), name=name,
-            daemon=self.config.daemonize_workers,
-        )
-        with _main_script_hidden():
-            process.start()
-        theirs.close()
-        return Worker(process, ours, name)
+        return spawn_worker(self._ctx, index, self.config, self.setup)
 
     def _set_affinity(self, workers: list[Worker] | None = None) -> None:
         per_worker = self.config.cpu_affinity
         cpus = os.cpu_count() or 1
         if not per_worker or per_worker >= cpus or self.config.testing:
             return
-        import psutil
-
         for worker in workers or self.workers:
             index = self.workers.index(worker)
             cores = [(index * per_worker + i) % cpus for i in range(per_worker)]
@@ -352,14 +291,14 @@ class Cluster:
                            f"({worker.job.task.get('timeout', self.config.timeout)} seconds); "
                            f"its worker was killed")
             else:
-                message = f"the worker running this task died ({_describe_exit(code)})"
+                message = f"the worker running this task died ({describe_exit(code)})"
             self._fail_job(worker, message)
         self._replace(worker, "timed out" if worker.timed_out else "died")
 
     def _start_failed(self, worker: Worker) -> bool:
         """A worker died before it was ready; True when that stops the cluster."""
         self._start_failures += 1
-        cause = worker.start_error or _describe_exit(worker.process.exitcode)
+        cause = worker.start_error or describe_exit(worker.process.exitcode)
         if self._start_failures < START_FAILURES:
             logger.error("worker %s died as it started: %s", worker.name, cause)
             return False
@@ -504,28 +443,3 @@ class Cluster:
             self._stat_failed = True
             log("Q Cluster %s could not save its statistics (%s: %s)", self.name,
                 type(exc).__name__, exc)
-
-
-def configure_logging(config: Config) -> None:
-    """Show the cluster's log on stderr at ``log_level``, as Django Q does, unless the
-    project configured the ``qhive`` logger itself."""
-    root = logging.getLogger("qhive")
-    if root.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s [Q] %(levelname)s %(message)s",
-                                           "%H:%M:%S"))
-    root.addHandler(handler)
-    root.setLevel(config.log_level)
-    root.propagate = False
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "exit code unknown"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"

@@ -16,6 +16,8 @@ import signal
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
+import psutil
+
 from qhive.task import resolve_func
 
 if TYPE_CHECKING:
@@ -29,9 +31,7 @@ def rss_kb() -> int:
     try:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    except OSError:
-        import psutil
-
+    except OSError:  # no /proc: not Linux
         return psutil.Process().memory_info().rss // 1024
 
 

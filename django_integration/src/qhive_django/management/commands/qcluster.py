@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from qhive.cluster import Cluster, configure_logging
 from qhive.errors import QhiveError
 
 from qhive_django.conf import get_config
@@ -27,10 +28,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, cluster_name: str | None = None, run_once: bool = False,
                **options: Any) -> None:
-        try:
-            from qhive.cluster import Cluster, configure_logging
-        except ImportError as exc:
-            raise CommandError(f"this qhive has no cluster (qhive.cluster): {exc}") from exc
         name = cluster_name or os.environ.get("Q_CLUSTER_NAME") or None
         try:
             config = get_config(name)

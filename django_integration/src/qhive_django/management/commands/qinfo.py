@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 from qhive.errors import QhiveError
+
+from qhive_django import monitor
 
 
 class Command(BaseCommand):
@@ -21,10 +24,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, config: bool = False, ids: bool = False,
                **options: Any) -> None:
-        from django.db import DatabaseError
-
-        from qhive_django import monitor
-
         try:
             if ids:
                 broker = monitor.default_broker()

@@ -8,6 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from qhive.errors import QhiveError
 
+from qhive_django.monitor import memory
+
 
 class Command(BaseCommand):
     help = ("Show the available memory of this host and the resident memory of each "
@@ -22,7 +24,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, run_once: bool = False, workers: bool = False,
                **options: Any) -> None:
-        from qhive_django.monitor import memory
 
         try:
             memory(run_once=run_once, workers=workers, stream=self.stdout._out)

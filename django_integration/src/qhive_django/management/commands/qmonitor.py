@@ -7,6 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from qhive.errors import QhiveError
 
+from qhive_django.monitor import monitor
+
 
 class Command(BaseCommand):
     help = ("Show every running cluster of the project — host, id, state, pool, task and "
@@ -18,7 +20,6 @@ class Command(BaseCommand):
                             help="print the screen once, as plain text, and exit")
 
     def handle(self, *args: Any, run_once: bool = False, **options: Any) -> None:
-        from qhive_django.monitor import monitor
 
         try:
             # The raw stream: the screen is drawn with cursor moves, and Django's

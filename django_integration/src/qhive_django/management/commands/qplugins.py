@@ -10,6 +10,10 @@ import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from qhive import cli
+from qhive.errors import QhiveError
+
+from qhive_django.conf import get_config
 
 
 class Command(BaseCommand):
@@ -24,11 +28,6 @@ class Command(BaseCommand):
                             metavar="list|check [--kind KIND] [--json]")
 
     def handle(self, *args: Any, qplugins_args: list[str], **options: Any) -> None:
-        from qhive import cli
-        from qhive.errors import QhiveError
-
-        from qhive_django.conf import get_config
-
         parsed = cli.build_parser("manage.py qplugins").parse_args(qplugins_args)
         config = None
         if parsed.config is None:  # --config wins over the project's Q_CLUSTER

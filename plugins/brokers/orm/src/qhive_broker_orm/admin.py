@@ -2,7 +2,7 @@
 
 The list shows every message waiting in a queue or taken by a cluster. The task's
 name, function, group and id come from the payload, decoded with the codec of the
-queue's cluster (:func:`qhive_django.conf.get_pipeline`): the signature is checked
+queue's cluster (:func:`qhive.plugins.project_pipeline`): the signature is checked
 before anything is deserialized, so unverified bytes are never unpickled. A
 package that fails — altered, signed with another secret key or project name,
 written by another serializer — shows ``cannot decode: <reason>`` in those
@@ -36,9 +36,11 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from qhive.errors import BadSignature, ConfigError, QhiveError
+from qhive.plugins import project_pipeline
 from qhive.task import func_name
 
-from qhive_broker_orm.broker import OrmBroker, notify_channel
+from qhive_broker_orm.broker import OrmBroker
+from qhive_broker_orm.dialects import DIALECTS
 from qhive_broker_orm.models import QueuedTask
 
 __all__ = ["QueueAdmin", "decode_payload", "queue_database"]
@@ -57,11 +59,8 @@ _GONE = "_qhive_row_gone"
 def queue_database() -> str | None:
     """The database of the root cluster's ORM broker, or None when another broker is
     configured or ``Q_CLUSTER`` is broken (the system checks say why)."""
-    # qhive_django depends on this package, not the other way round: import late.
-    from qhive_django.conf import get_pipeline
-
     try:
-        broker = get_pipeline().broker
+        broker = project_pipeline().broker
     except QhiveError:
         return None
     return broker.alias if isinstance(broker, OrmBroker) else None
@@ -69,11 +68,15 @@ def queue_database() -> str | None:
 
 def _pipeline_of(queue: str) -> Any:
     """The pipeline of the cluster consuming ``queue``; ConfigError when there is none."""
-    from qhive_django.conf import get_config, get_pipeline
+    root = project_pipeline()
+    return root if queue == root.config.queue else project_pipeline(queue)
 
-    if queue == get_config().queue:
-        return get_pipeline()
-    return get_pipeline(queue)
+
+def _known_queues() -> str:
+    try:
+        return ", ".join(repr(name) for name in project_pipeline().config.cluster_names)
+    except ConfigError as exc:
+        return f"none (Q_CLUSTER is invalid: {exc})"
 
 
 def _decode(queued: QueuedTask) -> dict[str, Any] | str:
@@ -82,11 +85,9 @@ def _decode(queued: QueuedTask) -> dict[str, Any] | str:
         try:
             codec = _pipeline_of(queued.queue).codec
         except ConfigError:
-            from qhive_django.conf import get_pipeline
-
             # The project name (the signing salt) is shared by every cluster: the
             # default cluster's codec reads the package if only the queue is unknown.
-            codec = get_pipeline().codec
+            codec = project_pipeline().codec
             note = (f" (no cluster of these settings consumes queue {queued.queue!r}; "
                     f"tried the default cluster's codec)")
         task = codec.decode(bytes(queued.payload or b""))
@@ -133,14 +134,12 @@ class QueuedTaskForm(forms.ModelForm):
         queue = self.cleaned_data["queue"]
         if queue == self.instance.queue:
             return queue
-        from qhive_django.conf import known_clusters
-
         try:
             pipeline = _pipeline_of(queue)
         except ConfigError:
             raise forms.ValidationError(
                 f"No cluster of these settings consumes queue {queue!r}, so the task would "
-                f"never run. Queues: {known_clusters()} (Q_CLUSTER['name'] and the keys of "
+                f"never run. Queues: {_known_queues()} (Q_CLUSTER['name'] and the keys of "
                 f"Q_CLUSTER['ALT_CLUSTERS'])."
             ) from None
         try:
@@ -192,9 +191,10 @@ class QueueAdmin(admin.ModelAdmin):
             setattr(obj, _GONE, True)
             return
         connection = connections[database]
-        if connection.vendor == "postgresql":  # wake the clusters waiting on the queue
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_notify(%s, '')", [notify_channel(obj.queue)])
+        # Wake the clusters waiting on the queue (PostgreSQL). No ORM broker runs on a
+        # database without a dialect: nobody waits there.
+        if (dialect := DIALECTS.get(connection.vendor)) is not None:
+            dialect.wake(connection, obj.queue)
 
     def log_change(self, request: HttpRequest, obj: QueuedTask, message: Any) -> Any:
         if getattr(obj, _GONE, False):

@@ -6,18 +6,11 @@ now + ``retry``, so a message that is never acknowledged comes back after
 ``retry`` seconds; acknowledging deletes the row.
 
 Claims are atomic and take up to ``count`` rows in one go, in queue order
-(``visible_at``, then ``id``):
-
-* **PostgreSQL** — one statement: a ``SELECT … FOR UPDATE SKIP LOCKED`` CTE
-  feeding an ``UPDATE … RETURNING``. Concurrent clusters skip each other's rows
-  instead of waiting for them. Enqueue sends ``pg_notify`` (delivered at
-  commit), and an idle ``dequeue(timeout=…)`` sleeps on a dedicated
-  ``LISTEN`` connection, so a new message wakes it within milliseconds.
-* **MariaDB / MySQL** — ``START TRANSACTION``; ``SELECT … FOR UPDATE SKIP
-  LOCKED``; ``UPDATE``; ``COMMIT``.
-* **SQLite** — one ``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING``
-  statement, atomic under SQLite's write lock (``BEGIN IMMEDIATE`` + SELECT +
-  UPDATE on SQLite < 3.35).
+(``visible_at``, then ``id``). This module holds what every database shares; how
+each one claims, inserts, keeps time and wakes consumers is its dialect
+(:mod:`qhive_broker_orm.dialects`). Where they can be woken (PostgreSQL, psycopg 3),
+an idle ``dequeue(timeout=…)`` sleeps on a :class:`~qhive_broker_orm.listen.Listener`,
+so a new message wakes it within milliseconds.
 
 Everything goes through Django's connection for the database alias (``orm``),
 with raw SQL: one round-trip per call where the database allows it, and no
@@ -32,38 +25,32 @@ the call once; what still fails raises :class:`qhive.errors.BrokerError`
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
+import dataclasses
 import logging
-import os
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.utils import ConnectionDoesNotExist, InterfaceError, OperationalError
 from django.db.utils import Error as DatabaseError
-from django.utils import timezone
+from django.db.utils import InterfaceError, OperationalError
 from qhive.contracts import Broker, Capabilities, Message
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError, SetupError
+
+from qhive_broker_orm.dialects import Dialect, dialect_for
+from qhive_broker_orm.dialects.base import QUEUE_TABLE, STAT_TABLE, as_bytes
+from qhive_broker_orm.listen import Listener, notify_channel
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from qhive.config import Config
 
-__all__ = ["QUEUE_TABLE", "STAT_TABLE", "MissingTableError", "OrmBroker"]
+__all__ = ["QUEUE_TABLE", "STAT_TABLE", "MissingTableError", "OrmBroker", "notify_channel"]
 
 T = TypeVar("T")
 logger = logging.getLogger("qhive.broker.orm")
 
-#: The tables of :mod:`qhive_broker_orm.models` (the broker does not import the
-#: models, so that it works before ``django.setup()``).
-QUEUE_TABLE = "qhive_queued_task"
-STAT_TABLE = "qhive_broker_stat"
 #: ``QueuedTask.queue`` is a ``CharField(max_length=100)``.
 MAX_QUEUE_NAME = 100
 #: ``BrokerStat.key`` is a ``CharField(max_length=255)``.
@@ -74,6 +61,7 @@ MAX_STAT_KEY = 255
 BASE_CAPABILITIES = Capabilities(
     receipts=True, bulk=True, blocking=False, fifo=True, stats=True, shared=True, touch=True
 )
+
 
 class MissingTableError(BrokerError, SetupError):
     """The broker's tables are not in the database: ``manage.py migrate`` is missing."""
@@ -87,23 +75,11 @@ def _payload(value: Any) -> bytes:
     raise TypeError(f"the ORM broker queues bytes, got {type(value).__name__}")
 
 
-def _bytes(value: Any) -> bytes:
-    return value if type(value) is bytes else bytes(value)
-
-
 def _ack_id(ack_id: str) -> int:
     try:
         return int(ack_id)
     except (TypeError, ValueError):
         raise ValueError(f"{ack_id!r} is not an ORM broker ack id (a row id)") from None
-
-
-def notify_channel(queue: str) -> str:
-    """The PostgreSQL ``NOTIFY`` channel of a queue (identifiers stop at 63 bytes)."""
-    channel = f"qhive_{queue}"
-    if len(channel.encode()) > 63:
-        channel = "qhive_" + hashlib.sha256(queue.encode()).hexdigest()[:40]
-    return channel
 
 
 class _CapabilitiesAttribute:
@@ -114,40 +90,6 @@ class _CapabilitiesAttribute:
         if broker is None:
             return BASE_CAPABILITIES
         return broker._capabilities
-
-
-class _Listener:
-    """A dedicated psycopg 3 connection LISTENing on one channel."""
-
-    def __init__(self, params: dict[str, Any], channel: str) -> None:
-        import psycopg
-        from psycopg import sql
-
-        self.pid = os.getpid()
-        self.conn = psycopg.connect(**params, autocommit=True)
-        try:
-            self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        except BaseException:
-            self.close()
-            raise
-
-    def drain(self) -> None:
-        """Forget notifications already received (no round-trip)."""
-        for _ in self.conn.notifies(timeout=0):
-            pass
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep until a notification arrives or ``seconds`` pass; True if one came."""
-        return any(True for _ in self.conn.notifies(timeout=seconds, stop_after=1))
-
-    def close(self) -> None:
-        if self.pid != os.getpid():
-            # Inherited through fork: closing would end the parent's session.
-            # Just drop it (psycopg never finishes a connection of another
-            # process when collecting it).
-            return
-        with contextlib.suppress(Exception):
-            self.conn.close()
 
 
 class OrmBroker(Broker):
@@ -191,17 +133,16 @@ class OrmBroker(Broker):
         if not isinstance(orm, str) or not orm:
             raise ConfigError(f"Q_CLUSTER['orm'] must be a database alias, got {orm!r}", key="orm")
         self.alias = orm
-        self.vendor = _vendor(orm)
+        self.dialect: Dialect = dialect_for(orm)
+        self.vendor = self.dialect.vendor
         self.channel = notify_channel(queue)
-        self._capabilities = Capabilities(
-            receipts=True, bulk=True, blocking=self.vendor == "postgresql" and _has_psycopg3(),
-            fifo=True, stats=True, shared=True, touch=True,
-        )
+        self._capabilities = dataclasses.replace(
+            BASE_CAPABILITIES, blocking=self.dialect.can_listen())
         self._info: str | None = None
         self._init_local_state()
 
     def _init_local_state(self) -> None:
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
         self._listen_failed_at: float | None = None
         self._last_sweep = 0.0
@@ -231,7 +172,7 @@ class OrmBroker(Broker):
         try:
             return work(conn)
         except (OperationalError, InterfaceError) as exc:
-            if conn.in_atomic_block or self._retry_is_pointless(exc):
+            if conn.in_atomic_block or not self.dialect.connection_failed(exc):
                 raise self._error(exc, what) from exc
             logger.info("ORM broker: %s on database %r failed (%s); reconnecting",
                         what, self.alias, exc)
@@ -245,11 +186,6 @@ class OrmBroker(Broker):
         except DatabaseError as exc:
             raise self._error(exc, what) from exc
 
-    def _retry_is_pointless(self, exc: Exception) -> bool:
-        # SQLite's errors are about the file (locked past the busy timeout, not
-        # found): a new connection would only fail again.
-        return self.vendor == "sqlite" and isinstance(exc, OperationalError)
-
     def _error(self, exc: Exception, what: str) -> BrokerError:
         text = str(exc).strip() or type(exc).__name__
         missing = ("no such table", "doesn't exist", "does not exist")
@@ -260,35 +196,16 @@ class OrmBroker(Broker):
                 f"'manage.py migrate --database {self.alias}'?"
             )
         message = f"ORM broker: {what} failed on database {self.alias!r} ({self.vendor}): {text}"
-        if isinstance(exc, InterfaceError) or (
-            isinstance(exc, OperationalError) and self.vendor != "sqlite"
-        ):
+        if self.dialect.connection_failed(exc):
             return BrokerConnectionError(message)
         return BrokerError(message)
-
-    def _clock(self, conn: BaseDatabaseWrapper, offset: float = 0.0) -> tuple[str, list[Any]]:
-        """SQL for "now + offset seconds" in the column's format, and its parameters.
-
-        The database's clock where it keeps the column in UTC (one clock for
-        every host of the cluster); the Python clock, adapted as Django would,
-        otherwise (SQLite, or MySQL storing local times).
-        """
-        if self.vendor == "postgresql":
-            return ("now() + %s * interval '1 second'", [offset]) if offset else ("now()", [])
-        if self.vendor == "mysql" and settings.USE_TZ and conn.timezone_name == "UTC":
-            if offset:
-                return "UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND", [round(offset * 1e6)]
-            return "UTC_TIMESTAMP(6)", []
-        value = timezone.now()
-        if offset:
-            value += dt.timedelta(seconds=offset)
-        return "%s", [conn.ops.adapt_datetimefield_value(value)]
 
     # -- enqueue
 
     def enqueue(self, payload: bytes) -> str:
         payload = _payload(payload)
-        return self._run(lambda conn: self._insert(conn, [payload])[0], "enqueue")
+        return self._run(lambda conn: self.dialect.insert(conn, self.queue, [payload])[0],
+                         "enqueue")
 
     def enqueue_many(self, payloads: Iterable[bytes]) -> list[str]:
         batch = [_payload(p) for p in payloads]
@@ -298,9 +215,9 @@ class OrmBroker(Broker):
 
         def work(conn: BaseDatabaseWrapper) -> list[str]:
             if len(chunks) == 1:
-                return self._insert(conn, chunks[0])
+                return self.dialect.insert(conn, self.queue, chunks[0])
             with transaction.atomic(using=self.alias):
-                return [i for chunk in chunks for i in self._insert(conn, chunk)]
+                return [i for chunk in chunks for i in self.dialect.insert(conn, self.queue, chunk)]
 
         return self._run(work, "enqueue_many")
 
@@ -316,31 +233,6 @@ class OrmBroker(Broker):
             chunks[-1].append(payload)
             size += len(payload)
         return chunks
-
-    def _insert(self, conn: BaseDatabaseWrapper, payloads: list[bytes]) -> list[str]:
-        """INSERT the payloads in one statement; their ids in order, as strings."""
-        now_sql, now_params = self._clock(conn)
-        row = f"(%s, %s, {now_sql}, 0, {now_sql})"
-        params: list[Any] = []
-        for payload in payloads:
-            params += [self.queue, payload, *now_params, *now_params]
-        sql = (f"INSERT INTO {QUEUE_TABLE} (queue, payload, visible_at, deliveries, created) "
-               f"VALUES {', '.join([row] * len(payloads))}")
-        with conn.cursor() as cursor:
-            if self.vendor == "postgresql":
-                # Waiting clusters are woken when this commits; identical
-                # notifications of one transaction are folded into one.
-                cursor.execute(f"{sql} RETURNING id, pg_notify(%s, '')", [*params, self.channel])
-                return [str(i) for i in sorted(r[0] for r in cursor.fetchall())]
-            if len(payloads) == 1:
-                cursor.execute(sql, params)
-                return [str(cursor.lastrowid)]
-            if conn.features.can_return_rows_from_bulk_insert:
-                cursor.execute(f"{sql} RETURNING id", params)
-                return [str(i) for i in sorted(r[0] for r in cursor.fetchall())]
-        # MySQL (not MariaDB): no RETURNING; one INSERT per row, all or nothing.
-        with transaction.atomic(using=self.alias):
-            return [i for p in payloads for i in self._insert(conn, [p])]
 
     # -- dequeue
 
@@ -387,7 +279,7 @@ class OrmBroker(Broker):
                 self._listener_failed(exc)
                 return self._poll(lambda: self._claim(count), deadline - time.monotonic())
 
-    def _listen(self) -> _Listener | None:
+    def _listen(self) -> Listener | None:
         """The LISTEN connection, opened on first use; None if it cannot be opened."""
         if (listener := self._own_listener()) is not None:
             return listener
@@ -395,7 +287,7 @@ class OrmBroker(Broker):
                 and time.monotonic() - self._listen_failed_at < self.listen_retry_interval):
             return None
         try:
-            self._listener = _Listener(self._listen_params(), self.channel)
+            self._listener = Listener(self._listen_params(), self.channel)
         except Exception as exc:
             self._listen_failed_at = time.monotonic()
             logger.warning(
@@ -406,21 +298,16 @@ class OrmBroker(Broker):
         self._listen_failed_at = None
         return self._listener
 
-    def _own_listener(self) -> _Listener | None:
+    def _own_listener(self) -> Listener | None:
         """The LISTEN connection, unless it was inherited through fork (then dropped)."""
         listener = self._listener
-        if listener is not None and listener.pid != os.getpid():
+        if listener is not None and listener.inherited:
             listener.close()  # abandons it: the socket is the parent's
             listener = self._listener = None
         return listener
 
     def _listen_params(self) -> dict[str, Any]:
-        params = dict(connections[self.alias].get_connection_params())
-        for key in ("cursor_factory", "context", "prepare_threshold"):
-            params.pop(key, None)
-        params.setdefault("connect_timeout", 10)
-        params.setdefault("application_name", "qhive-listen")
-        return params
+        return Listener.connection_params(self.alias, application_name="qhive-listen")
 
     def _listener_failed(self, exc: Exception) -> None:
         logger.warning("ORM broker: the LISTEN connection to %r failed (%s: %s); reconnecting",
@@ -428,73 +315,9 @@ class OrmBroker(Broker):
         self._close_listener()
 
     def _claim(self, count: int) -> list[Message]:
-        claim = {"postgresql": self._claim_postgresql, "mysql": self._claim_mysql}.get(
-            self.vendor, self._claim_sqlite
-        )
-        return self._run(lambda conn: claim(conn, count), "dequeue")
-
-    def _claim_postgresql(self, conn: BaseDatabaseWrapper, count: int) -> list[Message]:
-        # MATERIALIZED: the locking SELECT runs exactly once, before the UPDATE.
-        sql = (
-            f"WITH claimed AS MATERIALIZED ("
-            f" SELECT id, visible_at FROM {QUEUE_TABLE}"
-            f" WHERE queue = %s AND visible_at <= now()"
-            f" ORDER BY visible_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-            f" UPDATE {QUEUE_TABLE} AS q"
-            f" SET visible_at = now() + %s * interval '1 second', deliveries = q.deliveries + 1"
-            f" FROM claimed WHERE q.id = claimed.id"
-            f" RETURNING q.id, q.payload, q.deliveries, claimed.visible_at"
-        )
-        with conn.cursor() as cursor:
-            cursor.execute(sql, [self.queue, count, float(self.config.retry)])
-            rows = cursor.fetchall()
-        rows.sort(key=lambda r: (r[3], r[0]))  # RETURNING has no order
-        return [Message(str(i), _bytes(p), d) for i, p, d, _ in rows]
-
-    def _claim_mysql(self, conn: BaseDatabaseWrapper, count: int) -> list[Message]:
-        now_sql, now_params = self._clock(conn)
-        until_sql, until_params = self._clock(conn, float(self.config.retry))
-        # MariaDB < 10.6 cannot skip: claims then wait for each other (still atomic).
-        skip = " SKIP LOCKED" if conn.features.has_select_for_update_skip_locked else ""
-        select = (f"SELECT id, payload, deliveries FROM {QUEUE_TABLE}"
-                  f" WHERE queue = %s AND visible_at <= {now_sql}"
-                  f" ORDER BY visible_at, id LIMIT %s FOR UPDATE{skip}")
-        with conn.cursor() as cursor, _transaction(conn, cursor, "START TRANSACTION"):
-            cursor.execute(select, [self.queue, *now_params, count])
-            rows = cursor.fetchall()
-            if rows:
-                ids = [r[0] for r in rows]
-                cursor.execute(
-                    f"UPDATE {QUEUE_TABLE} SET visible_at = {until_sql},"
-                    f" deliveries = deliveries + 1"
-                    f" WHERE id IN ({', '.join(['%s'] * len(ids))})",
-                    [*until_params, *ids],
-                )
-        return [Message(str(i), _bytes(p), d + 1) for i, p, d in rows]
-
-    def _claim_sqlite(self, conn: BaseDatabaseWrapper, count: int) -> list[Message]:
-        now = timezone.now()
-        now_param = conn.ops.adapt_datetimefield_value(now)
-        until_param = conn.ops.adapt_datetimefield_value(
-            now + dt.timedelta(seconds=float(self.config.retry)))
-        candidates = (f"SELECT id FROM {QUEUE_TABLE} WHERE queue = %s AND visible_at <= %s"
-                      f" ORDER BY visible_at, id LIMIT %s")
-        update = (f"UPDATE {QUEUE_TABLE} SET visible_at = %s, deliveries = deliveries + 1"
-                  f" WHERE id IN ({candidates})")
-        params = [until_param, self.queue, now_param, count]
-        if sqlite3.sqlite_version_info >= (3, 35):
-            # One statement: it holds the write lock from its first read.
-            with conn.cursor() as cursor:
-                cursor.execute(f"{update} RETURNING id, payload, deliveries", params)
-                rows = sorted(cursor.fetchall())
-            return [Message(str(i), _bytes(p), d) for i, p, d in rows]
-        with conn.cursor() as cursor, _transaction(conn, cursor, "BEGIN IMMEDIATE"):
-            cursor.execute(
-                f"SELECT id, payload, deliveries FROM {QUEUE_TABLE} WHERE id IN ({candidates})"
-                f" ORDER BY visible_at, id", params[1:])
-            rows = cursor.fetchall()
-            cursor.execute(update, params)
-        return [Message(str(i), _bytes(p), d + 1) for i, p, d in rows]
+        retry = float(self.config.retry)
+        return self._run(lambda conn: self.dialect.claim(conn, self.queue, count, retry),
+                         "dequeue")
 
     # -- finishing messages
 
@@ -529,8 +352,8 @@ class OrmBroker(Broker):
         row_ids = [_ack_id(a) for a in ack_ids]
 
         def work(conn: BaseDatabaseWrapper) -> None:
-            later_sql, later_params = self._clock(conn, self.config.retry)
-            now_sql, now_params = self._clock(conn)
+            later_sql, later_params = self.dialect.clock(conn, self.config.retry)
+            now_sql, now_params = self.dialect.clock(conn)
             with conn.cursor() as cursor:
                 for start in range(0, len(row_ids), self.insert_rows):
                     chunk = row_ids[start:start + self.insert_rows]
@@ -546,22 +369,13 @@ class OrmBroker(Broker):
         """Make a taken message available again at once, in its original place
         (``visible_at`` goes back to ``created``, the time of its enqueue)."""
         row_id = _ack_id(ack_id)
-
-        def work(conn: BaseDatabaseWrapper) -> None:
-            sql = f"UPDATE {QUEUE_TABLE} SET visible_at = created WHERE id = %s"
-            with conn.cursor() as cursor:
-                if self.vendor == "postgresql":
-                    cursor.execute(f"{sql} RETURNING pg_notify(%s, '')", [row_id, self.channel])
-                else:
-                    cursor.execute(sql, [row_id])
-
-        self._run(work, "release")
+        self._run(lambda conn: self.dialect.release(conn, self.queue, row_id), "release")
 
     # -- sizes and queues
 
     def _count(self, op: str, what: str) -> int:
         def work(conn: BaseDatabaseWrapper) -> int:
-            now_sql, now_params = self._clock(conn)
+            now_sql, now_params = self.dialect.clock(conn)
             with conn.cursor() as cursor:
                 cursor.execute(
                     f"SELECT COUNT(*) FROM {QUEUE_TABLE} WHERE queue = %s AND visible_at {op} "
@@ -602,22 +416,9 @@ class OrmBroker(Broker):
 
     def info(self) -> str:
         if self._info is None:
-            self._info = self._run(self._describe, "info")
+            version = self._run(self.dialect.describe, "info")
+            self._info = f"ORM {self.alias} ({version})"
         return self._info
-
-    def _describe(self, conn: BaseDatabaseWrapper) -> str:
-        if self.vendor == "postgresql":
-            conn.ensure_connection()
-            major, minor = divmod(conn.pg_version, 10000)
-            version = f"postgresql {major}.{minor}"
-        elif self.vendor == "mysql":
-            name = "mariadb" if conn.mysql_is_mariadb else "mysql"
-            version = f"{name} {'.'.join(map(str, conn.mysql_version))}"
-        elif self.vendor == "sqlite":
-            version = f"sqlite {sqlite3.sqlite_version}"
-        else:
-            version = self.vendor
-        return f"ORM {self.alias} ({version})"
 
     def close(self) -> None:
         """Close the LISTEN connection. Django's connection stays: it is Django's."""
@@ -636,15 +437,10 @@ class OrmBroker(Broker):
 
         def work(conn: BaseDatabaseWrapper) -> None:
             q = conn.ops.quote_name
-            until_sql, until_params = self._clock(conn, float(ttl))
+            until_sql, until_params = self.dialect.clock(conn, float(ttl))
             sql = (f"INSERT INTO {STAT_TABLE} ({q('key')}, {q('value')}, {q('expires')}) "
-                   f"VALUES (%s, %s, {until_sql}) ")
-            if self.vendor == "mysql":
-                sql += (f"ON DUPLICATE KEY UPDATE {q('value')} = VALUES({q('value')}), "
-                        f"{q('expires')} = VALUES({q('expires')})")
-            else:
-                sql += (f"ON CONFLICT ({q('key')}) DO UPDATE SET {q('value')} = "
-                        f"EXCLUDED.{q('value')}, {q('expires')} = EXCLUDED.{q('expires')}")
+                   f"VALUES (%s, %s, {until_sql}) "
+                   + self.dialect.upsert(conn, "key", ["value", "expires"]))
             with conn.cursor() as cursor:
                 cursor.execute(sql, [key, value, *until_params])
 
@@ -655,13 +451,13 @@ class OrmBroker(Broker):
 
         def work(conn: BaseDatabaseWrapper) -> bytes | None:
             q = conn.ops.quote_name
-            now_sql, now_params = self._clock(conn)
+            now_sql, now_params = self.dialect.clock(conn)
             with conn.cursor() as cursor:
                 cursor.execute(
                     f"SELECT {q('key')}, {q('value')} FROM {STAT_TABLE} "
                     f"WHERE {q('key')} = %s AND {q('expires')} > {now_sql}", [key, *now_params])
                 # A case-insensitive collation (MySQL) may match another key.
-                return next((_bytes(v) for k, v in cursor.fetchall() if k == key), None)
+                return next((as_bytes(v) for k, v in cursor.fetchall() if k == key), None)
 
         return self._run(work, "get_stat")
 
@@ -670,7 +466,7 @@ class OrmBroker(Broker):
 
         def work(conn: BaseDatabaseWrapper) -> list[bytes]:
             q = conn.ops.quote_name
-            now_sql, now_params = self._clock(conn)
+            now_sql, now_params = self.dialect.clock(conn)
             pattern = (prefix.replace("|", "||").replace("%", "|%").replace("_", "|_")) + "%"
             with conn.cursor() as cursor:
                 if sweep:
@@ -680,7 +476,7 @@ class OrmBroker(Broker):
                     f"SELECT {q('key')}, {q('value')} FROM {STAT_TABLE} WHERE {q('key')} LIKE %s "
                     f"ESCAPE '|' AND {q('expires')} > {now_sql}", [pattern, *now_params])
                 # LIKE may ignore case (SQLite, MySQL): compare exactly here.
-                return [_bytes(v) for k, v in cursor.fetchall() if k.startswith(prefix)]
+                return [as_bytes(v) for k, v in cursor.fetchall() if k.startswith(prefix)]
 
         found = self._run(work, "get_stats")
         if sweep:
@@ -692,51 +488,3 @@ def _stat_key(key: str) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_STAT_KEY:
         raise ValueError(f"ORM broker stat keys are 1 to {MAX_STAT_KEY} characters, got {key!r}")
     return key
-
-
-def _vendor(alias: str) -> str:
-    """The vendor of database ``alias``, or a ConfigError saying what is wrong."""
-    try:
-        return connections[alias].vendor
-    except ConnectionDoesNotExist:
-        known = ", ".join(map(repr, settings.DATABASES)) or "none"
-        raise ConfigError(
-            f"the ORM broker's database {alias!r} (Q_CLUSTER['orm']) is not in "
-            f"settings.DATABASES; databases: {known}", key="orm"
-        ) from None
-    except ImproperlyConfigured as exc:
-        raise ConfigError(
-            f"the ORM broker needs Django's settings (set DJANGO_SETTINGS_MODULE): {exc}",
-            key="orm",
-        ) from exc
-
-
-def _has_psycopg3() -> bool:
-    """psycopg >= 3.2 is installed (``Connection.notifies(timeout=...)``)."""
-    try:
-        import psycopg
-    except ImportError:  # psycopg2: no LISTEN support here, the broker polls
-        return False
-    try:
-        major, minor = (int(part) for part in psycopg.__version__.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= (3, 2)
-
-
-@contextlib.contextmanager
-def _transaction(conn: BaseDatabaseWrapper, cursor: Any, begin: str) -> Iterator[None]:
-    """A transaction opened by hand (``transaction.atomic()`` costs two more round
-    trips); inside a caller's transaction, theirs is used and their COMMIT ends it."""
-    own = conn.get_autocommit() and not conn.in_atomic_block
-    if own:
-        cursor.execute(begin)
-    try:
-        yield
-    except BaseException:
-        if own:
-            with contextlib.suppress(Exception):
-                cursor.execute("ROLLBACK")
-        raise
-    if own:
-        cursor.execute("COMMIT")

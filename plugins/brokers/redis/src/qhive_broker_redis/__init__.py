@@ -18,6 +18,7 @@ __all__ = ["RedisBroker"]
 
 def __getattr__(name: str) -> Any:
     if name == "RedisBroker":
+        # on first use: listing the entry points must not import redis-py
         from qhive_broker_redis.broker import RedisBroker
 
         return RedisBroker

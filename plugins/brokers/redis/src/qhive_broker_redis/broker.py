@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 from qhive.contracts import Broker, Capabilities, Message
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
+from qhive_redis_client.client import address, check_options, new_client
 
 from qhive_broker_redis import scripts
-from qhive_broker_redis.connection import address, check_options, new_client
 
 if TYPE_CHECKING:
     from qhive.config import Config
@@ -162,6 +162,7 @@ class RedisBroker(Broker):
 
     def _build_client(self) -> redis.Redis:
         if self.django_redis is not None:
+            # django-redis is the [django] extra: only Django Q's django_redis key needs it
             from django_redis import get_redis_connection
 
             try:
@@ -455,6 +456,7 @@ def _check_django_redis(alias: Any) -> str | None:
     if importlib.util.find_spec("django_redis") is None:
         raise ConfigError("Redis broker: Q_CLUSTER['django_redis'] needs django-redis: "
                           "pip install 'qhive-broker-redis[django]'", key="django_redis")
+    # Django is no dependency of the Redis broker: only the django_redis key needs it
     from django.conf import settings
 
     caches = getattr(settings, "CACHES", {}) if settings.configured else {}

@@ -53,6 +53,10 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+from django.core.cache import InvalidCacheBackendError, caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 from qhive.codec import TaskCodec
 from qhive.contracts import ResultStore, TaskResult
 from qhive.errors import ConfigError, QhiveError
@@ -128,13 +132,10 @@ class CacheResultStore(ResultStore):
         """The Django cache of this thread; checks the codec first, so that a store
         without a secret key fails on its first use whatever that is."""
         self.codec  # noqa: B018 (raises ConfigError without a secret key)
-        from django.core.cache import InvalidCacheBackendError, caches
 
         try:
             return caches[self.cache_alias]
         except InvalidCacheBackendError as exc:
-            from django.conf import settings
-
             known = ", ".join(getattr(settings, "CACHES", {})) or "none"
             raise ConfigError(
                 f"qhive-store-cache: there is no cache {self.cache_alias!r} in "
@@ -142,11 +143,8 @@ class CacheResultStore(ResultStore):
                 key="cache") from exc
 
     def close(self) -> None:
-        from django.conf import settings
-
         if not settings.configured:  # never used: nothing to close
             return
-        from django.core.cache import caches
 
         if self.cache_alias in caches.settings:
             caches[self.cache_alias].close()
@@ -285,11 +283,6 @@ class CacheResultStore(ResultStore):
     def keeps_stats(self) -> bool:  # type: ignore[override]
         """Only a cache that processes share can: not LocMem (each process has its
         own) nor the dummy cache (keeps nothing)."""
-        # Django on use, as in _cache(): building a store needs no settings.
-        from django.core.cache import caches
-        from django.core.cache.backends.dummy import DummyCache
-        from django.core.cache.backends.locmem import LocMemCache
-
         try:
             cache = caches[self.cache_alias]
         except Exception:  # no such cache: the first save says so, naming the setting

@@ -37,6 +37,8 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from qhive.errors import ConfigError, QhiveError
+from qhive.plugins import project_pipeline
+from qhive.task import OPTION_KEYS, split_options
 
 from qhive_store_orm.codec import UnreadableValue
 from qhive_store_orm.models import Failure, Success, Task
@@ -60,11 +62,8 @@ class CannotResubmit(Exception):
 def results_database() -> str | None:
     """The database the root cluster's ORM result store reads and writes, or None when
     another store is configured or ``Q_CLUSTER`` is broken (the system checks say why)."""
-    # qhive_django depends on this package, not the other way round: import late.
-    from qhive_django.conf import get_pipeline
-
     try:
-        store = get_pipeline().result_store
+        store = project_pipeline().result_store
     except QhiveError:
         return None
     return store.alias if isinstance(store, OrmResultStore) else None
@@ -113,10 +112,6 @@ def resubmit_task(task: Task) -> tuple[str, str | None]:
         dotted path, or a keyword cannot be passed by ``async_task``.
     :raises Exception: whatever ``async_task`` raises (the broker is down, ...).
     """
-    from qhive.task import OPTION_KEYS
-    from qhive_django.conf import get_config
-    from qhive_django.tasks import async_task
-
     for field in ("args", "kwargs"):
         value = getattr(task, field)
         if isinstance(value, UnreadableValue):
@@ -135,18 +130,20 @@ def resubmit_task(task: Task) -> tuple[str, str | None]:
     cluster = task.cluster or None
     if cluster is not None:
         try:
-            get_config(cluster)
+            project_pipeline(cluster)
         except ConfigError:
             warning = (f"Task {task.name} ran in cluster {cluster!r}, which is neither "
                        f"Q_CLUSTER['name'] nor a key of Q_CLUSTER['ALT_CLUSTERS'] in these "
                        f"settings: it was resubmitted to the default cluster.")
             cluster = None
-    options: dict[str, Any] = {"hook": task.hook, "group": task.group, "cluster": cluster}
+    pipeline = project_pipeline(cluster)
+    options: dict[str, Any] = {"hook": task.hook, "group": task.group}
     for key in OPTION_KEYS:
         if key in kwargs and key not in options:
             # None means "not given" for every option but timeout, where it means "none".
-            options[key] = get_config(cluster).timeout if key == "timeout" else None
-    return async_task(task.func, *args, q_options=options, **kwargs), warning
+            options[key] = pipeline.config.timeout if key == "timeout" else None
+    options, kwargs = split_options({**kwargs, "q_options": options})
+    return pipeline.submit(task.func, args, kwargs, options), warning
 
 
 @admin.action(description=_("Resubmit selected tasks to queue"), permissions=["resubmit"])

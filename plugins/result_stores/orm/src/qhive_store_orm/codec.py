@@ -34,6 +34,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.core.signals import setting_changed
 from qhive.codec import TaskCodec
 from qhive.config import Config
@@ -149,8 +150,6 @@ class ValueCodec:
 def settings_config() -> Config:
     """The cluster config of Django's settings: ``Q_CLUSTER`` with ``SECRET_KEY``,
     ``SECRET_KEY_FALLBACKS`` and ``TIME_ZONE`` (``Q_CLUSTER_NAME`` picks the cluster)."""
-    from django.conf import settings
-
     return Config.from_dict(
         getattr(settings, "Q_CLUSTER", None) or {},
         secret_key=settings.SECRET_KEY,
@@ -164,8 +163,6 @@ def with_django_secret(config: Config) -> Config:
     ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS`` (its ``name`` and serializer kept)."""
     if config.secret_key:
         return config
-    from django.conf import settings
-
     return dataclasses.replace(
         config,
         secret_key=settings.SECRET_KEY,

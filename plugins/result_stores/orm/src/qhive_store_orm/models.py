@@ -21,6 +21,7 @@ from typing import Any
 
 from django.db import models
 from django.db.models import QuerySet
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from qhive.contracts import TaskResult
 
@@ -153,14 +154,29 @@ class Task(models.Model):
     # -- to and from the core's TaskResult
 
     @classmethod
-    def from_result(cls, result: TaskResult) -> Task:
-        """An unsaved instance holding ``result`` (for hooks that expect a ``Task``)."""
-        return cls(
+    def from_result(cls, result: TaskResult, *, database: str | None = None) -> Task:
+        """An instance holding ``result``: unsaved (for hooks that expect a ``Task``), or
+        with ``database`` the row the ORM result store read ``result`` from there (no
+        query: every column is in ``result``)."""
+        task = cls(
             id=result.id, name=result.name, func=result.func, hook=result.hook,
             args=result.args, kwargs=result.kwargs, result=result.result, group=result.group,
             cluster=result.cluster, started=result.started, stopped=result.stopped,
             success=result.success, attempt_count=result.attempt_count, pinned=result.pinned,
         )
+        if database is not None:
+            task._state.adding, task._state.db = False, database
+        return task
+
+    def admin_url(self, current_app: str | None = None) -> str | None:
+        """This task's page among the successful or failed tasks of the admin, or None
+        when those pages are not registered."""
+        page = "success" if self.success else "failure"
+        try:
+            return reverse(f"admin:{self._meta.app_label}_{page}_change", args=(self.pk,),
+                           current_app=current_app)
+        except NoReverseMatch:
+            return None
 
     def to_result(self) -> TaskResult:
         """This task as the core's :class:`~qhive.contracts.TaskResult`."""

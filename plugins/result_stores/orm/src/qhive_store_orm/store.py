@@ -50,11 +50,20 @@ from django.db import (
     router,
     transaction,
 )
-from django.db.models import DurationField, ExpressionWrapper, F, Q, Value, Window
+from django.db.models import (
+    Avg,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Q,
+    Value,
+    Window,
+)
 from django.db.models.functions import Now, RowNumber
 from django.utils import timezone
 from qhive.config import Config
-from qhive.contracts import ResultStore, TaskResult
+from qhive.contracts import ResultStore, ResultSummary, TaskResult
 from qhive.errors import SetupError
 from qhive.naming import humanize
 from qhive.result_packages import storable
@@ -93,6 +102,21 @@ def _stat_model() -> type[ResultStat]:
     from qhive_store_orm.models import ResultStat
 
     return ResultStat
+
+
+def _seconds(value: Any) -> float | None:
+    # Avg over a duration is a timedelta on most databases, a number of
+    # microseconds where the database has no interval type.
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    return float(value) / 1e6
+
+
+def _params_per_query(alias: str) -> int:
+    """Values one ``IN (...)`` may take on database ``alias`` (SQLite's limit is low)."""
+    return max((connections[alias].features.max_query_params or 10_000) - 50, 100)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -207,6 +231,13 @@ class OrmResultStore(ResultStore):
         found = self._load(self._tasks().filter(id=_key(task_id))[:1])
         return found[0] if found else None
 
+    def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskResult]:
+        keys = list(dict.fromkeys(_key(task_id) for task_id in task_ids))
+        found: dict[str, TaskResult] = {}
+        for chunk in _chunks(keys, _params_per_query(self.alias)):
+            found.update((r.id, r) for r in self._load(self._tasks().filter(id__in=chunk)))
+        return found
+
     def get_by_name(self, name: str) -> TaskResult | None:
         found = self._load(self._tasks().filter(name=name).order_by("-stopped", "-id")[:1])
         return found[0] if found else None
@@ -222,6 +253,18 @@ class OrmResultStore(ResultStore):
         if failures:
             tasks = tasks.filter(success=False)
         return tasks.count()
+
+    def summary(self, since: dt.datetime) -> ResultSummary:
+        """Counted by one aggregate query; no row is loaded."""
+        recent = Q(success=True, stopped__gte=since)
+        counts = self._tasks().aggregate(
+            successes=Count("pk", filter=Q(success=True)),
+            failures=Count("pk", filter=Q(success=False)),
+            recent=Count("pk", filter=recent),
+            mean=Avg(F("stopped") - F("started"), filter=recent),
+        )
+        return ResultSummary(counts["successes"], counts["failures"], counts["recent"],
+                             _seconds(counts["mean"]))
 
     # -- deleting
 
@@ -357,7 +400,7 @@ class OrmResultStore(ResultStore):
 
     def _existing(self, alias: str, ids: list[str]) -> dict[str, tuple[bool, int]]:
         """id -> (success, attempt_count) of the ids already stored."""
-        size = max((connections[alias].features.max_query_params or 10_000) - 50, 100)
+        size = _params_per_query(alias)
         found: dict[str, tuple[bool, int]] = {}
         for chunk in _chunks(ids, size):
             rows = (self._tasks(alias).filter(id__in=chunk).order_by()
@@ -485,7 +528,7 @@ class OrmResultStore(ResultStore):
                 ).delete()
             return
         keys = list({getattr(r, per) for r in written})
-        size = max((connections[alias].features.max_query_params or 10_000) - 50, 100)
+        size = _params_per_query(alias)
         for chunk in _chunks(keys, size):
             values = [k for k in chunk if k is not None]
             where = Q(**{f"{per}__in": values})

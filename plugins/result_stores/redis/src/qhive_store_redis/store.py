@@ -43,7 +43,7 @@ from qhive.codec import TaskCodec
 from qhive.contracts import ResultStore, TaskResult
 from qhive.errors import ConfigError, QhiveError
 from qhive.result_packages import codec_for, pack, unpack
-from qhive_broker_redis.connection import address, check_options, new_client
+from qhive_redis_client.client import address, check_options, new_client
 
 from qhive_store_redis import scripts
 

@@ -1,7 +1,8 @@
 """Redis clients from Django Q2's ``Q_CLUSTER["redis"]``: options checked, sane
 timeouts, and addresses for messages that never show a password.
 
-Shared by the broker and ``qhive-store-redis`` (which depends on this package).
+Used by ``qhive-broker-redis`` and ``qhive-store-redis``; ``plugin`` and ``source``
+name, in every error, the plugin and the setting the options came from.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from qhive.errors import ConfigError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["CLIENT_DEFAULTS", "address", "check_options", "new_client"]
+__all__ = ["CLIENT_DEFAULTS", "address", "check_options", "hide_password", "new_client"]
 
 #: What a client gets unless the options say otherwise: a dead server is noticed
 #: within seconds (redis-py's default retries a frozen server for about a minute).

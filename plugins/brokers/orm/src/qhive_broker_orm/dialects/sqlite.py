@@ -1,0 +1,61 @@
+"""SQLite: claims atomic under the database's write lock, the Python clock.
+
+* **Claim** — one ``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING``
+  statement, which holds the write lock from its first read; on SQLite < 3.35
+  (no ``RETURNING``), ``BEGIN IMMEDIATE`` + SELECT + UPDATE.
+* **Clock** — Python's (the default): SQLite stores times as text.
+* **Errors** — an ``OperationalError`` is about the file (locked past the busy
+  timeout, not found), not a connection: a new connection would only fail again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from typing import TYPE_CHECKING
+
+from django.db.utils import InterfaceError
+from django.utils import timezone
+from qhive.contracts import Message
+
+from qhive_broker_orm.dialects.base import QUEUE_TABLE, Dialect, as_bytes, own_transaction
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+__all__ = ["SQLite"]
+
+
+class SQLite(Dialect):
+    vendor = "sqlite"
+    display_name = "SQLite"
+
+    def claim(self, conn: BaseDatabaseWrapper, queue: str, count: int,
+              retry: float) -> list[Message]:
+        now = timezone.now()
+        now_param = conn.ops.adapt_datetimefield_value(now)
+        until_param = conn.ops.adapt_datetimefield_value(now + dt.timedelta(seconds=retry))
+        candidates = (f"SELECT id FROM {QUEUE_TABLE} WHERE queue = %s AND visible_at <= %s"
+                      f" ORDER BY visible_at, id LIMIT %s")
+        update = (f"UPDATE {QUEUE_TABLE} SET visible_at = %s, deliveries = deliveries + 1"
+                  f" WHERE id IN ({candidates})")
+        params = [until_param, queue, now_param, count]
+        if sqlite3.sqlite_version_info >= (3, 35):
+            # One statement: it holds the write lock from its first read.
+            with conn.cursor() as cursor:
+                cursor.execute(f"{update} RETURNING id, payload, deliveries", params)
+                rows = sorted(cursor.fetchall())
+            return [Message(str(i), as_bytes(p), d) for i, p, d in rows]
+        with conn.cursor() as cursor, own_transaction(conn, cursor, "BEGIN IMMEDIATE"):
+            cursor.execute(
+                f"SELECT id, payload, deliveries FROM {QUEUE_TABLE} WHERE id IN ({candidates})"
+                f" ORDER BY visible_at, id", params[1:])
+            rows = cursor.fetchall()
+            cursor.execute(update, params)
+        return [Message(str(i), as_bytes(p), d + 1) for i, p, d in rows]
+
+    def describe(self, conn: BaseDatabaseWrapper) -> str:
+        return f"sqlite {sqlite3.sqlite_version}"
+
+    def connection_failed(self, exc: Exception) -> bool:
+        return isinstance(exc, InterfaceError)
