@@ -16,7 +16,14 @@ from pathlib import Path
 
 ENVS_DIR = Path(__file__).resolve().parent / ".envs"
 STAMP = ".bench-requirements"
-HARNESS_REQUIREMENTS = ["psutil>=5.9", "matplotlib>=3.8", "psycopg[binary]>=3.2", "redis>=5"]
+REPO_DIR = Path(__file__).resolve().parent.parent
+HARNESS_REQUIREMENTS = [
+    "psutil>=5.9", "matplotlib>=3.8", "psycopg[binary]>=3.2", "redis>=5",
+    # The test servers of the brokers no package gives a server for (bench/services.py):
+    # moto's SQS server, and the IronMQ emulator and MongoDB test server of qhive-testkit.
+    "moto[server]>=5.0", "pymongo>=4.9,<5", "mongomock>=4.3", "mockupdb>=1.8",
+    f"-e {REPO_DIR / 'core'}", f"-e {REPO_DIR / 'testkit'}",
+]
 
 
 def requirements_hash(requirements: list[str]) -> str:

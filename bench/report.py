@@ -18,7 +18,7 @@ from measure import percentile
 
 BASELINE = "django-q2"
 OURS = "qhive"
-BROKERS = ["orm-sqlite", "orm-postgres", "redis"]
+BROKERS = ["orm-sqlite", "orm-postgres", "redis", "sqs", "ironmq", "mongo", "disque"]
 MB = 1024 * 1024
 
 

@@ -8,7 +8,14 @@ PostgreSQL refuses to run as root, so as root it is run as the ``postgres`` user
 
 ``--use-running-services`` uses Redis on 6379 (database 0 in the URL; adapters pick their
 own databases or key prefixes) and PostgreSQL on 5432 (user ``postgres``) instead, and
-starts or stops nothing.
+starts or stops nothing of those.
+
+Brokers whose service cannot run here get a *test server*, always the harness's own, on a
+free port (``Services.test_servers``): moto's SQS server (``python -m moto.server``), the
+IronMQ emulator and the MongoDB test server of qhive-testkit (wire protocol over mongomock),
+and ``disque-server`` built from the repo's source archive by ``scripts/disque.sh``. They
+stand in for Amazon SQS, IronMQ and MongoDB: a figure on them is the queue's overhead plus
+the test server's, not what the real service would give.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from systems.base import Services
+from systems.base import REPO_DIR, Services
 
 SERVICES_DIR = Path(__file__).resolve().parent / ".services"
 REDIS_PORT, PG_PORT = 6390, 55432
@@ -59,15 +67,33 @@ class ServiceManager:
         self.pids: dict[str, int] = {}  # the server processes themselves (postmaster, redis)
 
     def start(self, needs: set[str]) -> Services:
+        SERVICES_DIR.mkdir(exist_ok=True)
         if self.use_running:
             services = Services(RUNNING_REDIS_URL if "redis" in needs else None,
                                 dict(RUNNING_PG) if "postgres" in needs else None)
         else:
-            SERVICES_DIR.mkdir(exist_ok=True)
             services = Services(self._start_redis() if "redis" in needs else None,
                                 self._start_postgres() if "postgres" in needs else None)
+        services.test_servers = {name: self._start_test_server(name)
+                                 for name in sorted(needs & set(TEST_SERVERS))}
         self._check(services)
         return services
+
+    # ------------------------------------------------------------------ test servers
+    def _start_test_server(self, name: str) -> int:
+        port = _free_port_pair() if name == "disque" else _free_port()
+        folder = SERVICES_DIR / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        argv = TEST_SERVERS[name](port, folder)
+        log = (folder / "server.log").open("ab")
+        proc = subprocess.Popen(argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        log.close()
+        self.procs[name], self.pids[name] = proc, proc.pid
+        self._wait(name, lambda: _connect(port))
+        self.log(f"services: {name} test server on port {port} (pid {proc.pid})")
+        return port
 
     # ------------------------------------------------------------------ Redis
     def _start_redis(self) -> str:
@@ -159,10 +185,13 @@ class ServiceManager:
                 sync = conn.execute("SHOW synchronous_commit").fetchone()[0]
             where = f"own, port {PG_PORT}" if not self.use_running else "running, port 5432"
             found["PostgreSQL"] = f"{version} ({where}; fsync={fsync}, synchronous_commit={sync})"
+        for name, port in services.test_servers.items():
+            what = TEST_SERVER_WHAT[name]
+            found[TEST_SERVER_TITLES[name]] = f"test server on port {port}: {what}"
         return found
 
     def stop(self) -> None:
-        for name in list(self.procs):
+        for name in list(self.procs):  # test servers: SIGTERM, as Redis
             proc = self.procs.pop(name)
             pid = self.pids.pop(name, proc.pid)
             # Redis: SIGTERM. PostgreSQL: SIGINT is its "fast" shutdown.
@@ -177,6 +206,60 @@ class ServiceManager:
                 proc.kill()
                 proc.wait(5)
             self.log(f"services: {name} stopped")
+
+
+def _disque_argv(port: int, folder: Path) -> list[str]:
+    built = subprocess.run(["bash", str(REPO_DIR / "scripts" / "disque.sh")],
+                           capture_output=True, text=True)
+    if built.returncode:
+        raise ServiceError(f"scripts/disque.sh could not build disque-server: {built.stderr}")
+    return [built.stdout.strip(), "--port", str(port), "--bind", "127.0.0.1",
+            "--daemonize", "no", "--dir", str(folder)]
+
+
+#: name -> (port, folder) -> argv of the test server (run with the harness's python).
+TEST_SERVERS = {
+    "sqs": lambda port, folder: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                 "-p", str(port)],
+    "ironmq": lambda port, folder: [sys.executable, "-m", "qhive_testkit.ironmq_emulator",
+                                    "--port", str(port)],
+    "mongo": lambda port, folder: [sys.executable, "-m", "qhive_testkit.mongo_server",
+                                   "--port", str(port)],
+    "disque": _disque_argv,
+}
+
+
+TEST_SERVER_TITLES = {"sqs": "Amazon SQS", "ironmq": "IronMQ", "mongo": "MongoDB",
+                      "disque": "Disque"}
+TEST_SERVER_WHAT = {
+    "sqs": "moto's server mode (the SQS API over HTTP, in Python)",
+    "ironmq": "qhive-testkit's IronMQ v3 emulator (HTTP, in Python)",
+    "mongo": "qhive-testkit's wire-protocol server (mockupdb over mongomock, in Python)",
+    "disque": "disque-server 0192ba7, built from source (the real server)",
+}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _free_port_pair() -> int:
+    """A port N with N + 10000 free too (Disque's cluster bus)."""
+    for _ in range(100):
+        port = _free_port()
+        if port + 10000 < 65536 and _port_free(port + 10000):
+            return port
+    raise ServiceError("no free port pair for disque-server")
+
+
+def _connect(port: int) -> None:
+    import socket
+
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
 def _redis_client(url: str):

@@ -57,7 +57,7 @@ use it from its client, so that every system is measured with the same loops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["BENCH_DIR", "REPO_DIR", "WORKLOADS_FILE", "Services", "System"]
@@ -81,6 +81,10 @@ class Services:
 
     redis_url: str | None
     postgres: dict | None
+    #: Test servers started for this run (``"sqs"``, ``"ironmq"``, ``"mongo"``,
+    #: ``"disque"``) by name: their port on 127.0.0.1. They stand in for the real
+    #: services (see bench/services.py): a figure on them is the queue's overhead.
+    test_servers: dict[str, int] = field(default_factory=dict)
 
 
 class System:

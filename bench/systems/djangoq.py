@@ -14,7 +14,10 @@ query) would reconnect on every dequeue. Each run starts from a copy of a migrat
 template (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL).
 
 With the Redis broker the results still go to the Django database (Django Q2 always
-saves them there): PostgreSQL.
+saves them there): PostgreSQL. The same with SQS, IronMQ, MongoDB and Disque, whose
+servers are test servers here (see bench/services.py): their figures show each queue's
+overhead on a local stand-in, not what Amazon SQS, IronMQ or MongoDB would give. Django Q2
+has no Disque broker any more: only qhive runs on it.
 """
 
 from __future__ import annotations
@@ -33,8 +36,14 @@ COMMON_Q_CLUSTER = {"name": CLUSTER_NAME, "workers": 2, "timeout": 30, "retry": 
                     "save_limit": 0}
 DJANGO = "django>=5.2,<6"
 PSYCOPG = "psycopg[binary]>=3.2"
-QHIVE_REDIS_PLUGIN = REPO_DIR / "plugins" / "brokers" / "redis"
-QHIVE_REDIS_CLIENT = REPO_DIR / "plugins" / "clients" / "redis"  # the plugin's client helpers
+#: Brokers on a test server of the harness (bench/services.py), results in PostgreSQL.
+TEST_SERVER_BROKERS = ("sqs", "ironmq", "mongo", "disque")
+#: Plugin packages of the repo the qhive venv gets, besides core and the Django app.
+QHIVE_PLUGINS = [REPO_DIR / "plugins" / part for part in (
+    "brokers/orm", "result_stores/orm", "result_stores/cache",  # qhive-django needs these
+    "clients/redis", "brokers/redis", *(f"brokers/{name}" for name in TEST_SERVER_BROKERS))]
+AWS_KEYS = {"aws_region": "us-east-1", "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing"}
 
 # What each of the two looks like inside the project.
 FLAVOURS = {
@@ -43,8 +52,9 @@ FLAVOURS = {
         "tasks_module": "qhive_django.tasks",
         "task_model": "qhive_store_orm.models",
         "key_packages": ["qhive", "qhive-django", "qhive-broker-orm", "qhive-store-orm",
-                         "qhive-broker-redis", "qhive-redis-client", "Django", "psycopg",
-                         "redis"],
+                         "qhive-broker-redis", "qhive-redis-client", "qhive-broker-sqs",
+                         "qhive-broker-ironmq", "qhive-broker-mongo", "qhive-broker-disque",
+                         "Django", "psycopg", "redis", "boto3", "iron-mq", "pymongo"],
         "defaults": "bulk=1 (the pusher takes at least one task per worker per dequeue), "
                     "poll=0.2, guard_cycle=0.5, recycle=500, queue_limit=workers²=4, "
                     "workers started with forkserver; results saved in batches by the monitor",
@@ -53,7 +63,8 @@ FLAVOURS = {
         "apps": ["django_q"],
         "tasks_module": "django_q.tasks",
         "task_model": "django_q.models",
-        "key_packages": ["django-q2", "Django", "django-picklefield", "psycopg", "redis"],
+        "key_packages": ["django-q2", "Django", "django-picklefield", "psycopg", "redis",
+                         "boto3", "iron-mq", "pymongo"],
         "defaults": "bulk=1, poll=0.2, guard_cycle=0.5, recycle=500, queue_limit=workers²=4, "
                     "fork start method; one result saved per query by the monitor process",
     },
@@ -61,17 +72,15 @@ FLAVOURS = {
 
 
 def _qhive_requirements() -> list[str]:
-    reqs = [f"-e {REPO_DIR / 'core'}", f"-e {REPO_DIR / 'django_integration'}",
-            f"-e {REPO_DIR / 'plugins' / 'brokers' / 'orm'}",
-            f"-e {REPO_DIR / 'plugins' / 'result_stores' / 'orm'}",
-            f"-e {REPO_DIR / 'plugins' / 'result_stores' / 'cache'}"]  # qhive-django needs it
-    return [*reqs, f"-e {QHIVE_REDIS_CLIENT}", f"-e {QHIVE_REDIS_PLUGIN}", DJANGO, PSYCOPG]
+    reqs = [f"-e {REPO_DIR / 'core'}", f"-e {REPO_DIR / 'django_integration'}"]
+    return [*reqs, *(f"-e {path}" for path in QHIVE_PLUGINS), DJANGO, PSYCOPG]
 
 
 REQUIREMENTS = {
     "qhive": _qhive_requirements(),
-    # Latest Django Q2 from PyPI; redis for its Redis broker (no hiredis: not a default).
-    "django-q2": ["django-q2", DJANGO, PSYCOPG, "redis"],
+    # Latest Django Q2 from PyPI, with the clients of its brokers (redis without hiredis:
+    # not a default).
+    "django-q2": ["django-q2", DJANGO, PSYCOPG, "redis", "boto3", "iron-mq", "pymongo"],
 }
 
 MANAGE_PY = '''\
@@ -145,8 +154,10 @@ class DjangoQueue(System):
 
     @property
     def needs(self) -> set[str]:
-        # Redis broker: results in PostgreSQL.
-        return {"redis", "postgres"} if self.broker == "redis" else super().needs
+        # Redis and the test-server brokers: results in PostgreSQL.
+        if self.broker == "redis" or self.broker in TEST_SERVER_BROKERS:
+            return {self.broker, "postgres"}
+        return super().needs
 
     # ------------------------------------------------------------------ settings
     def _database(self, workdir: Path | None, services: Services | None) -> dict:
@@ -163,12 +174,23 @@ class DjangoQueue(System):
 
     def _q_cluster(self, services: Services | None) -> dict:
         q_cluster = dict(COMMON_Q_CLUSTER)
+        port = (services.test_servers.get(self.broker) if services else None) or 0
         if self.broker.startswith("orm"):
             q_cluster["orm"] = "default"
-        else:
+        elif self.broker == "redis":
             url = urlparse((services.redis_url if services else None) or "redis://?:0/0")
             q_cluster["redis"] = {"host": url.hostname, "port": url.port,
                                   "db": int(url.path.strip("/") or 0)}
+        elif self.broker == "sqs":  # the endpoint: $AWS_ENDPOINT_URL_SQS (see _env)
+            q_cluster["sqs"] = dict(AWS_KEYS)
+        elif self.broker == "ironmq":
+            q_cluster["iron_mq"] = {"host": "127.0.0.1", "port": port, "protocol": "http",
+                                    "token": IRONMQ_TOKEN, "project_id": IRONMQ_PROJECT}
+        elif self.broker == "mongo":
+            q_cluster["mongo"] = {"host": f"mongodb://127.0.0.1:{port}/"}
+            q_cluster["mongo_db"] = CLUSTER_NAME
+        else:
+            q_cluster["disque_nodes"] = [f"127.0.0.1:{port}"]
         return q_cluster
 
     def _describe(self, services: Services | None) -> str:
@@ -177,11 +199,15 @@ class DjangoQueue(System):
             where = "ORM broker and results on SQLite (WAL, synchronous=NORMAL, timeout=30)"
         elif self.broker == "orm-postgres":
             where = "ORM broker and results on PostgreSQL"
-        else:
+        elif self.broker == "redis":
             where = "Redis broker; results on PostgreSQL"
-        q_cluster = {k: v for k, v in self._q_cluster(services).items() if k != "redis"}
-        if self.broker == "redis":
-            q_cluster["redis"] = "{host, port, db}"
+        else:
+            where = f"{self.broker} broker on a local test server; results on PostgreSQL"
+        q_cluster = {k: v for k, v in self._q_cluster(services).items()
+                     if k not in ("redis", "iron_mq", "mongo", "disque_nodes")}
+        for key in ("redis", "iron_mq", "mongo", "disque_nodes"):
+            if key in self._q_cluster(services):
+                q_cluster[key] = "{the test server}" if key != "redis" else "{host, port, db}"
         return (f"`Q_CLUSTER = {json.dumps(q_cluster)}`; {where}; "
                 f"CONN_MAX_AGE={db['CONN_MAX_AGE']}; defaults otherwise: "
                 f"{FLAVOURS[self.name]['defaults']}. Worker: `manage.py qcluster`.")
@@ -212,17 +238,24 @@ class DjangoQueue(System):
             self._fresh_postgres(workdir, services)
         if self.broker == "redis":
             self._purge_redis(services)
+        elif self.broker in TEST_SERVER_BROKERS:
+            PURGE[self.broker](services.test_servers[self.broker])
 
     def worker_command(self, workdir: Path, services: Services) -> tuple[list[str], dict[str, str]]:
-        return [str(self.python), "manage.py", "qcluster"], self._env()
+        return [str(self.python), "manage.py", "qcluster"], self._env(services)
 
     def client_command(self, workdir: Path, services: Services, workload: str,
                        n: int) -> tuple[list[str], dict[str, str]]:
-        return [str(self.python), "client.py", workload, str(n)], self._env()
+        return [str(self.python), "client.py", workload, str(n)], self._env(services)
 
     # ------------------------------------------------------------------ helpers
-    def _env(self, **extra: str) -> dict[str, str]:
-        return {"DJANGO_SETTINGS_MODULE": "benchproj.settings", **extra}
+    def _env(self, services: Services | None = None, **extra: str) -> dict[str, str]:
+        env = {"DJANGO_SETTINGS_MODULE": "benchproj.settings", **extra}
+        if self.broker == "sqs" and services is not None:
+            # Django Q2 hands Q_CLUSTER["sqs"] to boto3.Session, which takes no endpoint:
+            # botocore's environment variable points both at the test server.
+            env["AWS_ENDPOINT_URL_SQS"] = f"http://127.0.0.1:{services.test_servers['sqs']}"
+        return env
 
     def _migrate(self, workdir: Path, db_name: str) -> None:
         done = subprocess.run([str(self.python), "manage.py", "migrate", "--verbosity", "0"],
@@ -265,6 +298,55 @@ class DjangoQueue(System):
         client.close()
 
 
+IRONMQ_TOKEN = "qhive-emulator-token"  # qhive_testkit.ironmq_emulator's defaults
+IRONMQ_PROJECT = "5e1f0c0de0000000000000a1"
+
+
+def _purge_sqs(port: int) -> None:
+    import boto3
+
+    client = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{port}",
+                          region_name=AWS_KEYS["aws_region"],
+                          aws_access_key_id=AWS_KEYS["aws_access_key_id"],
+                          aws_secret_access_key=AWS_KEYS["aws_secret_access_key"])
+    for url in client.list_queues().get("QueueUrls", []):
+        client.delete_queue(QueueUrl=url)
+
+
+def _purge_ironmq(port: int) -> None:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/3/projects/{IRONMQ_PROJECT}/queues/{CLUSTER_NAME}",
+        method="DELETE", headers={"Authorization": f"OAuth {IRONMQ_TOKEN}"})
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:  # no such queue yet: nothing to purge
+            raise
+
+
+def _purge_mongo(port: int) -> None:
+    import pymongo
+
+    with pymongo.MongoClient(f"mongodb://127.0.0.1:{port}/") as client:
+        client.drop_database(CLUSTER_NAME)
+
+
+def _purge_disque(port: int) -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, protocol=2)  # Disque has no HELLO
+    client.execute_command("DEBUG", "FLUSHALL")
+    client.close()
+
+
+#: Empties a test server before a run (a fresh queue, as prepare() promises).
+PURGE = {"sqs": _purge_sqs, "ironmq": _purge_ironmq, "mongo": _purge_mongo,
+         "disque": _purge_disque}
+
+
 def _clean_env() -> dict[str, str]:
     import os
 
@@ -289,4 +371,6 @@ SYSTEMS = [
     DjangoQueue("django-q2", "orm-sqlite"),
     DjangoQueue("django-q2", "orm-postgres"),
     DjangoQueue("django-q2", "redis"),
+    *(DjangoQueue("qhive", broker) for broker in TEST_SERVER_BROKERS),
+    *(DjangoQueue("django-q2", broker) for broker in ("sqs", "ironmq", "mongo")),
 ]

@@ -18,15 +18,22 @@ so that two test runs, or a test run and anything else, can share a machine:
 Tests read them through this module: :func:`redis_url`, :func:`redis_options`,
 :func:`postgres_params`, :func:`mysql_params`, :data:`DB_PREFIX`; :func:`delete_redis_keys`
 removes what a test leaves in Redis.
+
+Servers a test starts for itself: :class:`RedisServer` (fixture ``redis_server``) and
+:class:`MotoServer`, moto's AWS emulator over real HTTP (session fixture ``moto_server``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -196,5 +203,103 @@ def _answers(port: int) -> bool:
 def redis_server(tmp_path):
     """A started :class:`RedisServer` of this test's own; stopped at the end."""
     server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+class MotoServer:
+    """moto's server mode (``python -m moto.server``) on a free port of 127.0.0.1: AWS
+    APIs (SQS, IAM, ...) over real HTTP, for the real boto3 client — nothing patched.
+
+    Kept honest where moto can be: one PurgeQueue per queue per 60 s, as on AWS.
+    Signatures are not checked until :meth:`enforce_auth` turns that on.
+    """
+
+    REGION = "us-east-1"
+    #: Any credentials do until :meth:`enforce_auth`.
+    KEY_ID = SECRET = "testing"
+
+    def __init__(self, folder) -> None:
+        if importlib.util.find_spec("moto") is None:
+            reason = "moto is not installed (pip install 'moto[server]')"
+            if services_required():
+                pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
+            pytest.skip(reason)
+        self.folder = folder
+        self.port = _free_port()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def sqs_options(self, **more: Any) -> dict[str, Any]:
+        """``Q_CLUSTER['sqs']`` for this server."""
+        return {"aws_region": self.REGION, "aws_access_key_id": self.KEY_ID,
+                "aws_secret_access_key": self.SECRET, "endpoint_url": self.url, **more}
+
+    def start(self, within: float = 60.0) -> MotoServer:
+        log = self.folder / "moto.log"
+        env = {**os.environ, "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "true"}
+        env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + within
+        while not _accepts(self.port):  # a bare connection: no request moto would count
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"moto server on port {self.port} did not start: "
+                            f"{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        return self
+
+    def enforce_auth(self) -> tuple[str, str]:
+        """Create an IAM user allowed everything, then make the server check every
+        request's signature: another access key id fails with InvalidClientTokenId,
+        another secret with SignatureDoesNotMatch. Returns the user's (key id, secret)."""
+        # boto3 is no dependency of the testkit: only AWS tests need it
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.url, region_name=self.REGION,
+                           aws_access_key_id=self.KEY_ID, aws_secret_access_key=self.SECRET)
+        iam.create_user(UserName="qhive-test")
+        iam.put_user_policy(UserName="qhive-test", PolicyName="everything",
+                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                                {"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="qhive-test")["AccessKey"]
+        # text/plain: werkzeug would parse a form body away (moto reads the raw "0")
+        request = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=b"0",
+                                         headers={"Content-Type": "text/plain"},
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            reply.read()
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """A started :class:`MotoServer` for the session (each xdist worker has its own);
+    tests keep apart by queue names. Stopped at the end."""
+    server = MotoServer(tmp_path_factory.mktemp("moto")).start()
     yield server
     server.stop()

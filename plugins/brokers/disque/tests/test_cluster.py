@@ -1,0 +1,195 @@
+"""Real ``manage.py qcluster`` processes on the Disque broker, results in the ORM store
+(and the cluster's statistics there too: Disque keeps none): a 2000-task drain,
+``kill -9`` of the whole cluster mid-load, and a Disque cluster of two joined nodes
+losing the node the qcluster uses while it runs.
+
+Nothing may be lost: every enqueued task ends with exactly one successful result. The
+fault tests count executions with ``qhive_testkit.tasks.record`` (one line per run) and
+print enqueued, completed, lost and run twice (see them with ``-s``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import uuid
+from collections import Counter
+
+import pytest
+from qhive_testkit.qcluster import QCluster, wait_until
+
+T = "qhive_testkit.tasks"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def cluster_settings(django_project):
+    """``cluster_settings(*servers, **settings)``: ``Q_CLUSTER`` on the Disque broker with
+    those nodes, for this test (its own name: its own queue and results), results in the
+    ORM store on the default database; applied on the web side too."""
+    from django.test import override_settings
+
+    overrides = []
+
+    def apply(*servers, **settings) -> dict:
+        q = {"name": f"dq{uuid.uuid4().hex[:10]}",
+             "disque_nodes": [server.address for server in servers],
+             "result_store_options": {"database": "default"}, "workers": 2,
+             "save_limit": 0, "guard_cycle": 0.2, **settings}
+        override = override_settings(Q_CLUSTER=q)
+        override.enable()
+        overrides.append(override)
+        return q
+
+    yield apply
+    for override in reversed(overrides):
+        override.disable()
+    # qhive_django caches pipelines by config: the next test's broker is its own
+    from qhive_django.conf import reset
+
+    reset()
+
+
+@pytest.fixture
+def qcluster(django_project, tmp_path):
+    """``qcluster(q_cluster)``: a running ``manage.py qcluster``; every one still running
+    at the end of the test is killed."""
+    started: list[QCluster] = []
+
+    def start(q_cluster: dict) -> QCluster:
+        cluster = QCluster(django_project, q_cluster, tmp_path / f"qcluster{len(started)}.log")
+        started.append(cluster)
+        cluster.wait_for_log("running (pid")
+        return cluster
+
+    yield start
+    for cluster in started:
+        if cluster.process.poll() is None:
+            cluster.signal_group(signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def tasks_of(q: dict):
+    from qhive_store_orm.models import Task
+
+    return Task.objects.using(q["result_store_options"]["database"]).filter(cluster=q["name"])
+
+
+def successes(q: dict) -> set[str]:
+    return set(tasks_of(q).filter(success=True).values_list("id", flat=True))
+
+
+def enqueue_many(func: str, arguments: list[tuple]) -> dict[str, tuple]:
+    from qhive_django.tasks import async_task
+
+    return {async_task(func, *args): args for args in arguments}
+
+
+def get_broker():
+    from qhive_django.conf import get_pipeline
+
+    return get_pipeline().broker
+
+
+def runs(path) -> Counter:
+    """How often each recorded task ran: its number -> executions."""
+    if not path.exists():
+        return Counter()
+    return Counter(json.loads(line)["values"][0] for line in path.read_text().splitlines())
+
+
+def report(what: str, enqueued: int, counts: Counter) -> tuple[int, int]:
+    """Print the fault test's tally; return (lost, run twice)."""
+    lost = enqueued - len(counts)
+    twice = sum(1 for n in counts.values() if n > 1)
+    print(f"\n{what}: {enqueued} enqueued, {len(counts)} completed, {lost} lost, "
+          f"{twice} run twice")
+    return lost, twice
+
+
+def assert_one_success_each(q: dict, ids) -> None:
+    done = successes(q)
+    assert done == set(ids), f"{len(set(ids) - done)} tasks have no successful result"
+    assert tasks_of(q).count() == len(ids), "one result per task: none extra, none failed"
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qcluster,
+                                                        disque_server):
+    q = cluster_settings(disque_server)
+    cluster = qcluster(q)
+    assert "broker disque" in cluster.log()
+    ids = enqueue_many(f"{T}.add", [(n, 2000) for n in range(2000)])
+    wait_until(lambda: tasks_of(q).count() >= 2000, within=300, what="2000 results")
+    found = {t.id: (t.result, t.success, t.attempt_count) for t in tasks_of(q)}
+    assert len(found) == 2000
+    wrong = {i: found.get(i) for i, args in ids.items() if found.get(i) != (sum(args), True, 1)}
+    assert not wrong, f"{len(wrong)} tasks without their one correct result, e.g. " \
+                      f"{list(wrong.items())[:3]}"
+    assert cluster.stat() is not None, "the cluster's statistics are in the result store"
+    assert cluster.stop() == 0
+    assert "stopped (2000 processed, 0 failed)" in cluster.log()
+    broker = get_broker()
+    assert broker.queue_size() == 0 and broker.lock_size() == 0
+
+
+def test_kill_9_of_the_whole_cluster_mid_load_loses_nothing(cluster_settings, qcluster,
+                                                            disque_server, tmp_path):
+    # retry: longer than the look at what is in flight below takes
+    q = cluster_settings(disque_server, retry=5)
+    path = tmp_path / "runs.jsonl"
+    cluster = qcluster(q)
+    ids = enqueue_many(f"{T}.record", [(str(path), n) for n in range(1500)])
+    wait_until(lambda: len(runs(path)) >= 300, within=120, what="300 tasks run")
+    cluster.kill()  # sentinel and workers, SIGKILL
+    broker = get_broker()
+    in_flight = broker.lock_size()
+    ran_before = len(runs(path))
+    print(f"\nkilled the cluster after {ran_before} of {len(ids)} tasks ran; "
+          f"{in_flight} taken but not acknowledged, {broker.queue_size()} waiting")
+    assert ran_before < len(ids), "the cluster was killed mid-load"
+
+    second = qcluster(q)
+    wait_until(lambda: len(successes(q)) >= len(ids), within=300, what="every result")
+    lost, twice = report("kill -9 of the cluster, then a restart", len(ids), runs(path))
+    assert lost == 0
+    assert twice <= in_flight, "only tasks the killed cluster held may run twice"
+    assert_one_success_each(q, ids)
+    assert broker.queue_size() == 0 and broker.lock_size() == 0
+    assert second.stop() == 0
+
+
+def test_the_node_in_use_dies_the_cluster_carries_on_with_the_other(
+        cluster_settings, qcluster, disque_servers, tmp_path):
+    first, second = disque_servers(), disque_servers()
+    first.meet(second)  # one Disque cluster: every job has a copy on both nodes
+    by_address = {first.address: first, second.address: second}
+    q = cluster_settings(first, second, retry=2)
+    path = tmp_path / "runs.jsonl"
+    ids = enqueue_many(f"{T}.record", [(str(path), n) for n in range(1500)])
+    cluster = qcluster(q)
+    used = re.search(r"using the Disque node (\S+) \(of 2", cluster.log())
+    assert used, cluster.log()
+    in_use = by_address.pop(used[1])
+    [other] = by_address.values()
+    wait_until(lambda: len(runs(path)) >= 300, within=120, what="300 tasks run")
+    in_use.kill()  # the node dies with what it holds in memory
+    ran_before = len(runs(path))
+    assert ran_before < len(ids), "the node died mid-load"
+
+    wait_until(lambda: len(successes(q)) >= len(ids), within=300, what="every result")
+    lost, _ = report(f"the Disque node in use killed after {ran_before} tasks ran",
+                     len(ids), runs(path))
+    assert lost == 0
+    assert_one_success_each(q, ids)
+    assert cluster.process.poll() is None, "the cluster survives the loss of its node"
+    assert f"using the Disque node {other.address} now" in cluster.log()
+    assert get_broker().queue_size() == 0
+    assert cluster.stop() == 0
