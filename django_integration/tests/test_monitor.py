@@ -9,9 +9,11 @@ import datetime as dt
 import io
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -408,3 +410,26 @@ def test_qmonitor_highlights_a_short_pool_and_a_full_task_queue():
     assert full_cells[4] == "2"
     assert short_cells[5] == "2"
     assert full_cells[5] == term.green("3") != "3"  # at queue_limit: takes no more tasks
+
+
+def test_sigterm_during_a_guarded_read_ends_the_live_screen():
+    """SIGTERM that lands inside a read of the screen (a slow query) stops the live
+    screen; it used to be taken for a failed read, and the screen went on for ever."""
+    frames = []
+
+    def frame():
+        frames.append(time.monotonic())
+        errors: list[str] = []
+        monitor._attempt(errors, "stats",
+                         lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(1)), None)
+        return ["a screen"]
+
+    # Were SIGTERM swallowed, Ctrl-C would end the screen after a few more frames.
+    watchdog = threading.Timer(5, os.kill, (os.getpid(), signal.SIGINT))
+    watchdog.start()
+    try:
+        stream = io.StringIO()
+        monitor._live(monitor._terminal(stream), stream, frame)
+    finally:
+        watchdog.cancel()
+    assert len(frames) == 1, f"{len(frames)} frames after SIGTERM"

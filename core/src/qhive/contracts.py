@@ -103,6 +103,11 @@ class Broker(StatsKeeper, ABC):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Building this broker reads its settings and opens no connection, so the checks
+    #: (``manage.py check``, ``qplugins check``, ``qcluster`` before it starts) build the
+    #: selected one to report a bad option or a missing setting before any process runs.
+    #: Leave it False for a broker whose ``__init__`` connects.
+    builds_offline: ClassVar[bool] = False
 
     def __init__(self, queue: str = "default", *, config: Config | None = None) -> None:
         if config is None:

@@ -297,8 +297,10 @@ def _live(term: Terminal, stream: IO[str], frame: Callable[[], Sequence[str]]) -
             return
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived while a live screen was shown."""
+class _Terminated(BaseException):
+    """SIGTERM arrived while a live screen was shown. A BaseException, as
+    KeyboardInterrupt: it may arrive inside a read that :func:`_attempt` guards, and
+    must not be taken for a failed read."""
 
 
 @contextlib.contextmanager

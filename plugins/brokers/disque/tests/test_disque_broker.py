@@ -493,8 +493,8 @@ def test_checks_pass_good_settings_without_a_server(qhive_checks):
      "Disque broker: Q_CLUSTER['disque_nodes'] is empty: list at least one Disque node as "
      "'host:port', e.g. ['127.0.0.1:7711']"),
     ({"broker": "disque", "broker_options": {"disque_nodes": ["h:1"], "replicas": 2}},
-     "Disque broker: Q_CLUSTER['broker_options']: DisqueBroker.__init__() got an unexpected "
-     "keyword argument 'replicas'"),
+     "broker 'disque' does not take option(s) 'replicas' in Q_CLUSTER['broker_options']; "
+     "it takes: disque_auth, disque_fastack, disque_nodes, replicate, ttl"),
 ])
 def test_checks_show_a_bad_setting_in_one_error(qhive_checks, q_cluster, says):
     assert qhive_checks({"name": "dqcheck", **q_cluster}) == [("qhive.E004", says)]

@@ -82,6 +82,8 @@ class DisqueBroker(Broker):
     :param ttl: seconds a job lives, delivered or not (default 30 days).
     """
 
+    builds_offline = True  # settings are checked here; the client connects on use
+
     capabilities = Capabilities(
         receipts=True, bulk=True, blocking=True, fifo=True, stats=False, shared=True, touch=True
     )

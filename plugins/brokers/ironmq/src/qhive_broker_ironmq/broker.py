@@ -138,6 +138,8 @@ class IronMQBroker(Broker):
         ``IRON_*`` / ``IRON_MQ_*`` environment variables, ``iron.json``.
     """
 
+    builds_offline = True  # settings are checked here; the client connects on use
+
     capabilities = Capabilities(
         receipts=True, bulk=True, blocking=True, fifo=True, stats=False, shared=True, touch=True
     )

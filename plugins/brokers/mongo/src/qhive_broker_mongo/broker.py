@@ -111,6 +111,8 @@ class MongoBroker(Broker):
         ``qhive_testkit.mongo_server.mongomock_client``. Default: ``pymongo.MongoClient``.
     """
 
+    builds_offline = True  # settings are checked here; the client connects on use
+
     capabilities = Capabilities(
         receipts=True, bulk=True, blocking=False, fifo=True, stats=True, shared=True, touch=True
     )

@@ -136,6 +136,8 @@ class SqsBroker(Broker):
         and ``endpoint_url``, ``create_queue``, ``message_group``.
     """
 
+    builds_offline = True  # settings are checked here; the client connects on use
+
     capabilities = _CapabilitiesAttribute()  # type: ignore[assignment]
 
     def __init__(self, queue: str = "default", *, config: Config | None = None,
