@@ -15,30 +15,11 @@ import signal
 import time
 
 import pytest
+from qhive_testkit.outcomes import enqueue_many, get_broker, rows_of, successes, tasks_of
 from qhive_testkit.qcluster import wait_until
 from qhive_testkit.services import redis_url, require
 
 T = "qhive_testkit.tasks"
-
-
-def tasks_of(q: dict):
-    from qhive_store_orm.models import Task
-
-    return Task.objects.using(q["result_store_options"]["database"]).filter(cluster=q["name"])
-
-
-def successes(q: dict) -> set[str]:
-    return set(tasks_of(q).filter(success=True).values_list("id", flat=True))
-
-
-def rows_of(q: dict) -> int:
-    return tasks_of(q).count()
-
-
-def enqueue_many(func: str, arguments: list[tuple]) -> dict[str, tuple]:
-    from qhive_django.tasks import async_task
-
-    return {async_task(func, *args): args for args in arguments}
 
 
 def test_drains_5000_tasks_with_one_correct_result_each(cluster_settings, qcluster):
@@ -58,12 +39,6 @@ def test_drains_5000_tasks_with_one_correct_result_each(cluster_settings, qclust
     from qhive_django.tasks import queue_size
 
     assert queue_size() == 0 and get_broker().lock_size() == 0
-
-
-def get_broker():
-    from qhive_django.conf import get_pipeline
-
-    return get_pipeline().broker
 
 
 def test_kill_9_of_a_worker_then_of_the_cluster_loses_nothing(cluster_settings, qcluster,

@@ -10,13 +10,13 @@ print enqueued, completed, lost and run twice (see them with ``-s``).
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import uuid
 from collections import Counter
 
 import pytest
+from qhive_testkit.outcomes import enqueue_many, get_broker, runs, successes, tasks_of
 from qhive_testkit.qcluster import QCluster, wait_until
 
 T = "qhive_testkit.tasks"
@@ -72,35 +72,6 @@ def qcluster(django_project, tmp_path):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def tasks_of(q: dict):
-    from qhive_store_orm.models import Task
-
-    return Task.objects.using(q["result_store_options"]["database"]).filter(cluster=q["name"])
-
-
-def successes(q: dict) -> set[str]:
-    return set(tasks_of(q).filter(success=True).values_list("id", flat=True))
-
-
-def enqueue_many(func: str, arguments: list[tuple]) -> dict[str, tuple]:
-    from qhive_django.tasks import async_task
-
-    return {async_task(func, *args): args for args in arguments}
-
-
-def get_broker():
-    from qhive_django.conf import get_pipeline
-
-    return get_pipeline().broker
-
-
-def runs(path) -> Counter:
-    """How often each recorded task ran: its number -> executions."""
-    if not path.exists():
-        return Counter()
-    return Counter(json.loads(line)["values"][0] for line in path.read_text().splitlines())
 
 
 def report(what: str, enqueued: int, counts: Counter) -> tuple[int, int]:

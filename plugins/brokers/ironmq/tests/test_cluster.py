@@ -11,49 +11,15 @@ service's minimum is 30 s), so that the tasks of a killed cluster come back afte
 from __future__ import annotations
 
 import io
-import json
 import re
 import signal
 import socket
-from collections import Counter
 
 from qhive_testkit.ironmq_emulator import EmulatorProcess
+from qhive_testkit.outcomes import enqueue_many, get_broker, rows_of, runs, successes, tasks_of
 from qhive_testkit.qcluster import QCluster, wait_until
 
 T = "qhive_testkit.tasks"
-
-
-def tasks_of(q: dict):
-    from qhive_store_orm.models import Task
-
-    return Task.objects.using(q["result_store_options"]["database"]).filter(cluster=q["name"])
-
-
-def successes(q: dict) -> set[str]:
-    return set(tasks_of(q).filter(success=True).values_list("id", flat=True))
-
-
-def rows_of(q: dict) -> int:
-    return tasks_of(q).count()
-
-
-def enqueue_many(func: str, arguments: list[tuple]) -> dict[str, tuple]:
-    from qhive_django.tasks import async_task
-
-    return {async_task(func, *args): args for args in arguments}
-
-
-def get_broker():
-    from qhive_django.conf import get_pipeline
-
-    return get_pipeline().broker
-
-
-def runs(path) -> Counter:
-    """How often each recorded task ran: value -> executions."""
-    if not path.exists():
-        return Counter()
-    return Counter(json.loads(line)["values"][0] for line in path.read_text().splitlines())
 
 
 def free_port() -> int:

@@ -13,12 +13,18 @@ connections open and only delay the calls, testing no reconnection.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-from collections import Counter
 
 import pytest
+from qhive_testkit.outcomes import (
+    counts,
+    enqueue_many,
+    get_broker,
+    rows_of,
+    successes,
+    tasks_of,
+)
 from qhive_testkit.qcluster import wait_until
 
 T = "qhive_testkit.tasks"
@@ -26,45 +32,6 @@ T = "qhive_testkit.tasks"
 #: has no indexes): claims of up to 10 tasks keep a 2,000-task queue draining in well
 #: under a minute on 2 cores. Django Q2 recommends ``bulk`` for such brokers as well.
 BULK = {"bulk": 10, "queue_limit": 20}
-
-
-def tasks_of(q: dict):
-    from qhive_store_orm.models import Task
-
-    return Task.objects.using(q["result_store_options"]["database"]).filter(cluster=q["name"])
-
-
-def successes(q: dict) -> set[str]:
-    return set(tasks_of(q).filter(success=True).values_list("id", flat=True))
-
-
-def rows_of(q: dict) -> int:
-    return tasks_of(q).count()
-
-
-def enqueue_many(func: str, arguments: list[tuple]) -> dict[str, tuple]:
-    from qhive_django.tasks import async_task
-
-    return {async_task(func, *args): args for args in arguments}
-
-
-def get_broker():
-    from qhive_django.conf import get_pipeline
-
-    return get_pipeline().broker
-
-
-def runs(path) -> Counter:
-    """How often each recorded task ran: its number -> executions."""
-    if not path.exists():
-        return Counter()
-    return Counter(json.loads(line)["values"][0] for line in path.read_text().splitlines())
-
-
-def counts(path, enqueued: int) -> tuple[int, int, int]:
-    """(completed, lost, run twice) of the tasks ``record`` wrote to ``path``."""
-    ran = runs(path)
-    return len(ran), enqueued - len(ran), sum(1 for n in ran.values() if n > 1)
 
 
 def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qcluster,

@@ -8,15 +8,14 @@ Nothing may be lost: every enqueued task ends with exactly one successful result
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import time
 import uuid
-from collections import Counter
 
 import pytest
+from qhive_testkit.outcomes import enqueue_many, rows_of, runs, successes, tasks_of
 from qhive_testkit.qcluster import QCluster, wait_until
 from qhive_testkit.services import MotoServer
 
@@ -75,37 +74,10 @@ def qcluster(django_project, tmp_path):
 # --------------------------------------------------------------------------- helpers
 
 
-def tasks_of(q: dict):
-    from qhive_store_orm.models import Task
-
-    return Task.objects.using(q["result_store_options"]["database"]).filter(cluster=q["name"])
-
-
-def successes(q: dict) -> set[str]:
-    return set(tasks_of(q).filter(success=True).values_list("id", flat=True))
-
-
-def rows_of(q: dict) -> int:
-    return tasks_of(q).count()
-
-
-def enqueue_many(func: str, arguments: list[tuple]) -> dict[str, tuple]:
-    from qhive_django.tasks import async_task
-
-    return {async_task(func, *args): args for args in arguments}
-
-
 def broker():
     from qhive_django.conf import get_pipeline
 
     return get_pipeline().broker
-
-
-def runs(path) -> Counter:
-    """How often each recorded task ran (``qhive_testkit.tasks.record``): value -> runs."""
-    if not path.exists():
-        return Counter()
-    return Counter(json.loads(line)["values"][0] for line in path.read_text().splitlines())
 
 
 def manage(django_project, q: dict, *args: str) -> str:
