@@ -74,6 +74,30 @@ class Message:
     deliveries: int | None = None
 
 
+class ProcessLocal:
+    """For drivers that hold what belongs to one process — clients, connections, locks,
+    caches: they create those in ``_init_local_state()`` and name them in
+    ``local_state``. A pickled copy (what a cluster hands a worker process or another
+    thread) leaves them behind and creates its own on unpickling."""
+
+    #: The attributes ``_init_local_state()`` sets: not pickled, made anew in the copy.
+    local_state: ClassVar[tuple[str, ...]] = ()
+
+    def _init_local_state(self) -> None:
+        """Create this process's clients, locks and caches (called by ``__init__`` and
+        on unpickling)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in self.local_state:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_local_state()
+
+
 class StatsKeeper:
     """Cluster statistics: short-lived values other processes read (``qmonitor``).
 

@@ -60,6 +60,8 @@ from mongomock.store import ServerStore
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from qhive_testkit.services import free_port
+
 __all__ = ["MONGO_URL_ENV", "ExternalMongo", "MongoServerProcess", "MongoTestServer", "main",
            "mongo_server_process", "mongo_test_server", "mongomock_client"]
 
@@ -397,7 +399,7 @@ class MongoServerProcess:
 
     def __init__(self, folder: Path | str, *, port: int = 0) -> None:
         self.folder = Path(folder)
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.state = self.folder / "mongo_state.bson"
         self.log = self.folder / "mongo_server.log"
         self.process: subprocess.Popen | None = None
@@ -440,11 +442,6 @@ class ExternalMongo:
     def __init__(self, url: str) -> None:
         self.url = url
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _accepts(port: int) -> bool:

@@ -152,7 +152,7 @@ class RedisServer:
             pytest.skip(reason)
         self.folder = folder
         self.persist = persist
-        self.port = _free_port()
+        self.port = free_port()
         self.process = None
 
     @property
@@ -184,7 +184,8 @@ class RedisServer:
         self.process = None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 that no one listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -226,7 +227,7 @@ class MotoServer:
                 pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
             pytest.skip(reason)
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self.process = None
 
     @property

@@ -13,19 +13,15 @@ from __future__ import annotations
 import io
 import re
 import signal
-import socket
 
 from qhive_testkit.ironmq_emulator import EmulatorProcess
 from qhive_testkit.outcomes import enqueue_many, get_broker, rows_of, runs, successes, tasks_of
 from qhive_testkit.qcluster import QCluster, wait_until
+from qhive_testkit.services import free_port
 
 T = "qhive_testkit.tasks"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qcluster,

@@ -28,6 +28,7 @@ from qhive_broker_ironmq.broker import BODY_PREFIX, IronMQBroker
 from qhive_broker_ironmq.client import QueueNameRefused, TokenRefused
 from qhive_broker_ironmq.options import reservation_timeout
 from qhive_testkit.ironmq_emulator import PROJECT_ID, TOKEN, IronMQEmulator
+from qhive_testkit.services import free_port
 
 #: Generous bound for calls that take milliseconds; it catches hangs, not slowness.
 WITHIN = 30.0
@@ -85,10 +86,6 @@ def api(service, method, path, body=None, token=TOKEN):
     return response.status_code, response.json()
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def one_line(exc: BaseException) -> str:

@@ -5,7 +5,6 @@ data across a restart (the cluster's outage test relies on it)."""
 from __future__ import annotations
 
 import pickle
-import socket
 import time
 import uuid
 
@@ -16,6 +15,7 @@ from qhive.config import Config
 from qhive.errors import BrokerConnectionError, ConfigError
 from qhive_broker_mongo.broker import ORDER_INDEX, QUEUE_PREFIX, STATS_INDEX, MongoBroker
 from qhive_testkit.mongo_server import SERVER_VERSION, MongoServerProcess
+from qhive_testkit.services import free_port
 
 DATABASE = "qhive_broker_tests"
 
@@ -51,10 +51,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- settings

@@ -26,6 +26,7 @@ from qhive_broker_redis.broker import STATS_INDEX, STATS_VALUE, QueueKeys, Redis
 from qhive_testkit.services import (
     REDIS_OTHER_DB,
     RedisServer,
+    free_port,
     redis_address,
     redis_options,
     redis_url,
@@ -98,12 +99,6 @@ def finish_within(seconds, func, *args):
     return outcome
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- options

@@ -26,7 +26,7 @@ from qhive.pipeline import Pipeline
 from qhive_broker_sqs.broker import MAX_MESSAGE, MessageTooLarge, SqsBroker
 from qhive_broker_sqs.options import sqs_queue_name
 from qhive_testkit._util import make_config
-from qhive_testkit.services import MotoServer
+from qhive_testkit.services import MotoServer, free_port
 
 AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
@@ -504,10 +504,6 @@ def test_purge_twice_in_a_row(brokers):
 # --------------------------------------------------------------------------- errors
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_an_unreachable_endpoint_is_one_line(moto_server):

@@ -9,7 +9,6 @@ import json
 import logging
 import pickle
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from qhive_store_redis.store import (
     RedisStoreConnectionError,
     RedisStoreError,
 )
-from qhive_testkit.services import redis_address, redis_options, redis_url
+from qhive_testkit.services import free_port, redis_address, redis_options, redis_url
 
 URL = redis_url()
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -40,10 +39,6 @@ def make_result(n: int = 0, **fields) -> TaskResult:
     return TaskResult(**{**defaults, **fields})
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- options

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
-from qhive.contracts import Broker, Capabilities, Message
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
 from qhive.errors import BrokerError, ConfigError, QhiveError
 
 from qhive_broker_ironmq.client import (
@@ -124,7 +124,7 @@ class Renewals:
 _RENEWALS = Renewals()
 
 
-class IronMQBroker(Broker):
+class IronMQBroker(ProcessLocal, Broker):
     """The IronMQ broker.
 
     :param queue: the queue (cluster name).
@@ -167,23 +167,14 @@ class IronMQBroker(Broker):
         # The client puts the name into the URL as it is: quote it so any name arrives.
         self._scope = f"{client.base_url}queues/{quote(queue, safe='')}"
 
+    #: Left behind by a pickled copy, which makes its own (ProcessLocal).
+    local_state = ("_mq", "_transport", "_queue", "_lock")
+
     def _init_local_state(self) -> None:
         self._mq: iron_mq.IronMQ | None = None
         self._transport: Transport | None = None
         self._queue: iron_mq.Queue | None = None
         self._lock = threading.Lock()
-
-    # -- pickling: the client stays behind and is rebuilt on first use
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for name in ("_mq", "_transport", "_queue", "_lock"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_local_state()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} queue={self.queue!r} at {self.address}>"

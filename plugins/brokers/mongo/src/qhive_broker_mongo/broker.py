@@ -62,7 +62,7 @@ from pymongo.errors import (
     PyMongoError,
     ServerSelectionTimeoutError,
 )
-from qhive.contracts import Broker, Capabilities, Message
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
 
 from qhive_broker_mongo.options import (
@@ -95,7 +95,7 @@ FIELDS = {"payload": 1, "deliveries": 1}
 CLAIM_TRIES = 3
 
 
-class MongoBroker(Broker):
+class MongoBroker(ProcessLocal, Broker):
     """The MongoDB broker.
 
     :param queue: the queue (cluster name); its collection is ``qhive_queue_<queue>``.
@@ -133,23 +133,14 @@ class MongoBroker(Broker):
         self.database = check_database(mongo_db)
         self.collection = check_collection(queue, QUEUE_PREFIX, self.database)
 
+    #: Left behind by a pickled copy, which makes its own (ProcessLocal).
+    local_state = ("_client", "_client_lock", "_pid", "_indexed")
+
     def _init_local_state(self) -> None:
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._pid = os.getpid()
         self._indexed: set[str] = set()  # collections whose indexes this client made
-
-    # -- pickling: the client stays behind and is rebuilt on first use
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for name in ("_client", "_client_lock", "_pid", "_indexed"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_local_state()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} queue={self.queue!r} at {self.address}/{self.database}>"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.utils import Error as DatabaseError
 from django.db.utils import InterfaceError, OperationalError
-from qhive.contracts import Broker, Capabilities, Message
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError, SetupError
 
 from qhive_broker_orm.dialects import Dialect, dialect_for
@@ -92,7 +92,7 @@ class _CapabilitiesAttribute:
         return broker._capabilities
 
 
-class OrmBroker(Broker):
+class OrmBroker(ProcessLocal, Broker):
     """The ORM broker: a queue in the table ``qhive_queued_task`` of database ``orm``.
 
     :param queue: the queue (cluster name), at most 100 characters.
@@ -141,23 +141,14 @@ class OrmBroker(Broker):
         self._info: str | None = None
         self._init_local_state()
 
+    #: Left behind by a pickled copy, which makes its own (ProcessLocal).
+    local_state = ("_listener", "_listener_lock", "_listen_failed_at", "_last_sweep")
+
     def _init_local_state(self) -> None:
         self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
         self._listen_failed_at: float | None = None
         self._last_sweep = 0.0
-
-    # -- pickling: connections stay behind
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for name in ("_listener", "_listener_lock", "_listen_failed_at", "_last_sweep"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_local_state()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} queue={self.queue!r} orm={self.alias!r}>"

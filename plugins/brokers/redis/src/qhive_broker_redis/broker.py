@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
-from qhive.contracts import Broker, Capabilities, Message
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
 from qhive_redis_client.client import address, check_options, new_client
 
@@ -104,7 +104,7 @@ class _Scripts:
         self.live_stats = client.register_script(scripts.LIVE_STATS)
 
 
-class RedisBroker(Broker):
+class RedisBroker(ProcessLocal, Broker):
     """The Redis broker.
 
     :param queue: the queue (cluster name).
@@ -138,22 +138,13 @@ class RedisBroker(Broker):
         if self.django_redis is None:
             self._client = self._build_client()  # checks the options; opens no connection
 
+    #: Left behind by a pickled copy, which makes its own (ProcessLocal).
+    local_state = ("_client", "_scripts", "_client_lock")
+
     def _init_local_state(self) -> None:
         self._client: redis.Redis | None = None
         self._scripts: _Scripts | None = None
         self._client_lock = threading.Lock()
-
-    # -- pickling: the client stays behind and is rebuilt on first use
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for name in ("_client", "_scripts", "_client_lock"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_local_state()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} queue={self.queue!r} at {self.address}>"

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.config
 import botocore.exceptions
-from qhive.contracts import Broker, Capabilities, Message
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError, QhiveError, SetupError
 from qhive.plugins import hookimpl
 
@@ -123,7 +123,7 @@ class _CapabilitiesAttribute:
         return STANDARD_CAPABILITIES if broker is None else broker._capabilities
 
 
-class SqsBroker(Broker):
+class SqsBroker(ProcessLocal, Broker):
     """The Amazon SQS broker.
 
     :param queue: the queue (cluster name); see :func:`~qhive_broker_sqs.options.sqs_queue_name`
@@ -159,22 +159,13 @@ class SqsBroker(Broker):
         self._max_message: int | None = None
         self._init_local_state()
 
+    #: Left behind by a pickled copy, which makes its own (ProcessLocal).
+    local_state = ("_session", "_client", "_lock")
+
     def _init_local_state(self) -> None:
         self._session: boto3.Session | None = None
         self._client: Any = None
         self._lock = threading.RLock()
-
-    # -- pickling: the client stays behind and is rebuilt on first use
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for name in ("_session", "_client", "_lock"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_local_state()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} queue={self.queue!r} sqs={self.sqs_name!r}>"

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from qhive.codec import TaskCodec
-from qhive.contracts import ResultStore, TaskResult
+from qhive.contracts import ProcessLocal, ResultStore, TaskResult
 from qhive.errors import ConfigError, QhiveError
 from qhive.result_packages import codec_for, pack, unpack
 from qhive_redis_client.client import address, check_options, new_client
@@ -89,7 +89,7 @@ class _Scripts:
         self.live_stats = client.register_script(scripts.LIVE_STATS)
 
 
-class RedisResultStore(ResultStore):
+class RedisResultStore(ProcessLocal, ResultStore):
     """Results in Redis.
 
     :param config: the cluster's config; it must carry the secret key (the
@@ -124,6 +124,9 @@ class RedisResultStore(ResultStore):
         self._init_local_state()
         self.address = address(self._new_client())  # checks the options; connects not
 
+    #: Left behind by a pickled copy, which makes its own (ProcessLocal).
+    local_state = ("_client", "_scripts", "_codec", "_lock")
+
     def _init_local_state(self) -> None:
         self._client: redis.Redis | None = None
         self._scripts: _Scripts | None = None
@@ -131,16 +134,6 @@ class RedisResultStore(ResultStore):
         self._lock = threading.Lock()
 
     # -- plumbing
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for name in ("_client", "_scripts", "_codec", "_lock"):
-            del state[name]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_local_state()
 
     def __repr__(self) -> str:
         keep = "for ever" if self.timeout is None else f"{self.timeout}s"
