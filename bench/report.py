@@ -157,9 +157,10 @@ def table_of(data: dict) -> dict[str, dict[str, dict | None]]:
             for label, entry in data["systems"].items() if not entry.get("skip")}
 
 
-def ratio(table: dict, system: str, broker: str, key: str) -> float | None:
+def ratio(table: dict, system: str, broker: str, key: str,
+          baseline: str = BASELINE) -> float | None:
     ours = (table.get(f"{system} / {broker}") or {}).get(key)
-    base = (table.get(f"{BASELINE} / {broker}") or {}).get(key)
+    base = (table.get(f"{baseline} / {broker}") or {}).get(key)
     if not ours or not base or not base["median"]:
         return None
     return ours["median"] / base["median"]
@@ -253,6 +254,30 @@ def markdown(data: dict, table: dict) -> str:
     if skipped:
         add("")
 
+    # before/after: qhive against qhive at a git ref (run.py --baseline REF)
+    for before in sorted({e["name"] for e in data["systems"].values()
+                          if e["name"].startswith(f"{OURS}@")}):
+        pairs = [b for b in BROKERS if f"{before} / {b}" in table and f"{OURS} / {b}" in table]
+        if not pairs:
+            continue
+        add(f"## qhive ÷ {before} (before/after), same broker, same run\n")
+        add("| metric | better | " + " | ".join(pairs) + " |")
+        add("|" + "---|" * (2 + len(pairs)))
+        for key in RATIO_KEYS:
+            metric = metrics[key]
+            cells = []
+            for broker in pairs:
+                r = ratio(table, OURS, broker, key, baseline=before)
+                now = (table.get(f"{OURS} / {broker}") or {}).get(key)
+                then = (table.get(f"{before} / {broker}") or {}).get(key)
+                cells.append(f"**{fmt_ratio(r)}** ({fmt(now and now['median'], metric.digits)} "
+                             f"vs {fmt(then and then['median'], metric.digits)} {metric.unit})"
+                             if r is not None else "—")
+            add(f"| {metric.short} ({metric.unit}) | "
+                f"{'higher' if metric.higher_is_better else 'lower'} | " + " | ".join(cells)
+                + " |")
+        add("")
+
     # targets of issue 4
     add("### Targets of issue #4\n")
     add("| broker | drain ≥ | measured | p50 ≤ | measured | peak RSS ≤ | measured |")
@@ -280,7 +305,8 @@ def markdown(data: dict, table: dict) -> str:
 
     # peers against Django Q2 on Redis
     peers = [label for label, e in data["systems"].items()
-             if e["broker"] == "redis" and e["name"] not in (OURS, BASELINE) and label in table]
+             if e["broker"] == "redis" and e["name"] not in (OURS, BASELINE)
+             and not e["name"].startswith(f"{OURS}@") and label in table]
     if peers and f"{BASELINE} / redis" in table:
         add("## Peers ÷ Django Q2 on Redis (for context)\n")
         add("| metric | better | " + " | ".join(data["systems"][p]["name"] for p in peers) + " |")

@@ -311,6 +311,8 @@ def parse_args() -> argparse.Namespace:
                         help="use Redis on 6379 and PostgreSQL on 5432 instead of starting them")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results, or "
                         "bench/results/quick with --quick)")
+    parser.add_argument("--baseline", metavar="REF", help="also measure qhive as committed at "
+                        "git REF, as system qhive@REF (select it: --systems 'qhive@*/redis')")
     parser.add_argument("--list", action="store_true", help="list the systems and exit")
     return parser.parse_args()
 
@@ -323,6 +325,8 @@ def main() -> int:
     from services import ServiceManager
 
     began = time.monotonic()
+    if args.baseline:  # read by systems/djangoq.py as discover() imports it
+        os.environ["QHIVE_BENCH_BASELINE"] = args.baseline
     systems, problems = discover()
     for problem in problems:
         log(f"adapter not loaded: {problem}")

@@ -30,12 +30,11 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
-from qhive_testkit.services import services_required
+from qhive_testkit.services import require_package_index
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -69,17 +68,6 @@ def install_blocks() -> list[str]:
     return sorted(blocks, key=lambda block: "make dist" not in block)  # dist/ first
 
 
-def require_index() -> None:
-    """Django and friends come from the package index: skip without it, unless CI."""
-    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/").rstrip("/")
-    try:
-        urllib.request.urlopen(urllib.request.Request(f"{index}/django/", method="HEAD"),
-                               timeout=20).close()
-    except OSError as exc:
-        reason = f"the package index {index} is unreachable ({exc})"
-        if services_required():
-            pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
-        pytest.skip(reason)
 
 
 class Venv:
@@ -118,7 +106,7 @@ def output(done: subprocess.CompletedProcess) -> str:
 
 @pytest.mark.slow
 def test_the_readme_install_then_a_new_project_with_a_real_cluster(tmp_path):
-    require_index()
+    require_package_index()
     blocks = install_blocks()
     venvs = []
     leftovers = [p.parent / "build" for p in load_set_version().pyprojects()

@@ -23,6 +23,7 @@ has no Disque broker any more: only qhive runs on it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -74,6 +75,28 @@ FLAVOURS = {
 def _qhive_requirements() -> list[str]:
     reqs = [f"-e {REPO_DIR / 'core'}", f"-e {REPO_DIR / 'django_integration'}"]
     return [*reqs, *(f"-e {path}" for path in QHIVE_PLUGINS), DJANGO, PSYCOPG]
+
+
+#: ``--baseline REF`` (bench/run.py sets it): qhive as committed at REF, measured next to
+#: the working tree in the same run, for before/after figures of one change.
+BASELINE = os.environ.get("QHIVE_BENCH_BASELINE")
+
+
+def _baseline_requirements(ref: str) -> list[str]:
+    """qhive at ``ref``, exported with ``git archive`` into bench/.envs/src/<commit>/ and
+    installed from there (not editable: that tree never changes)."""
+    commit = subprocess.run(["git", "-C", str(REPO_DIR), "rev-parse", "--short=12", ref],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    tree = REPO_DIR / "bench" / ".envs" / "src" / commit
+    if not tree.exists():
+        tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO_DIR), "archive", commit, "core",
+                                  "django_integration", "plugins"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    plugins = [tree / path.relative_to(REPO_DIR) for path in QHIVE_PLUGINS]
+    return [str(tree / "core"), str(tree / "django_integration"),
+            *(str(path) for path in plugins if path.exists()), DJANGO, PSYCOPG]
 
 
 REQUIREMENTS = {
@@ -140,12 +163,14 @@ sys.exit(workloads.main(
 
 
 class DjangoQueue(System):
-    """qhive or Django Q2 (``name``) on ``broker``: ``orm-sqlite``, ``orm-postgres``, ``redis``."""
+    """qhive or Django Q2 (``name``) on ``broker``: ``orm-sqlite``, ``orm-postgres``, ``redis``;
+    ``qhive@REF`` is qhive at a git ref (``--baseline``)."""
 
     def __init__(self, name: str, broker: str, skip: str | None = None) -> None:
         self.name, self.broker, self.skip = name, broker, skip
-        flavour = FLAVOURS[name]
-        self.requirements = REQUIREMENTS[name]
+        kind, _, ref = name.partition("@")
+        flavour = FLAVOURS[kind]
+        self.requirements = _baseline_requirements(ref) if ref else REQUIREMENTS[name]
         self.venv_name = name
         self.key_packages = flavour["key_packages"]
         self.slug = f"{name}_{broker}".replace("-", "_")
@@ -210,11 +235,12 @@ class DjangoQueue(System):
                 q_cluster[key] = "{the test server}" if key != "redis" else "{host, port, db}"
         return (f"`Q_CLUSTER = {json.dumps(q_cluster)}`; {where}; "
                 f"CONN_MAX_AGE={db['CONN_MAX_AGE']}; defaults otherwise: "
-                f"{FLAVOURS[self.name]['defaults']}. Worker: `manage.py qcluster`.")
+                f"{FLAVOURS[self.name.partition('@')[0]]['defaults']}. "
+                f"Worker: `manage.py qcluster`.")
 
     # ------------------------------------------------------------------ the interface
     def prepare(self, workdir: Path, services: Services) -> None:
-        flavour = FLAVOURS[self.name]
+        flavour = FLAVOURS[self.name.partition("@")[0]]
         (workdir / "benchproj").mkdir(parents=True, exist_ok=True)
         files = {
             "manage.py": MANAGE_PY,
@@ -373,4 +399,6 @@ SYSTEMS = [
     DjangoQueue("django-q2", "redis"),
     *(DjangoQueue("qhive", broker) for broker in TEST_SERVER_BROKERS),
     *(DjangoQueue("django-q2", broker) for broker in ("sqs", "ironmq", "mongo")),
+    *(DjangoQueue(f"qhive@{BASELINE}", broker) for broker in ("orm-sqlite", "orm-postgres",
+                                                              "redis") if BASELINE),
 ]

@@ -1,7 +1,6 @@
 """The task pipeline in one process, on the in-memory drivers."""
 
 import logging
-import uuid
 
 import pytest
 from qhive.config import Config
@@ -10,23 +9,6 @@ from qhive.pipeline import Pipeline
 from qhive.plugins import hookimpl
 
 T = "qhive_testkit.tasks"
-
-
-@pytest.fixture
-def make_pipeline(fresh_plugins):
-    made = []
-
-    def make(**settings):
-        q_cluster = {"name": f"t{uuid.uuid4().hex[:8]}", "broker": "memory",
-                     "result_store": "memory", **settings}
-        pipeline = Pipeline(Config.from_dict(q_cluster, secret_key="test-secret"))
-        made.append(pipeline)
-        return pipeline
-
-    yield make
-    for pipeline in made:
-        pipeline.broker.purge_queue()
-        pipeline.close()
 
 
 def run_one(pipeline, func, *args, **options):
@@ -175,6 +157,7 @@ def test_configured_reporters_receive_errors(make_pipeline, caplog):
     p = make_pipeline(error_reporter={"log": {}})
     with caplog.at_level(logging.ERROR):
         run_one(p, f"{T}.boom", "reported!")
+        assert p.reporting.flush()
     assert any("reported!" in r.getMessage() or "reported!" in (r.exc_text or "")
                for r in caplog.records if r.name.startswith("qhive.reporters"))
 

@@ -161,7 +161,9 @@ def test_pip_hint_only_for_first_party_names(q_cluster, monkeypatch):
     [(_, message, hint)] = qhive_messages()
     assert "unknown broker 'acme'" in message and hint is None
     q_cluster(error_reporter={"pagerduty": {"key": "k"}})
-    [(_, _, hint)] = qhive_messages()
+    [(code, message, hint)] = qhive_messages()
+    # A warning: the cluster runs without that reporter, the others still report.
+    assert code == "qhive.W003" and "task errors will not be sent to 'pagerduty'" in message
     assert hint.endswith("pip install qhive-reporter-pagerduty")
 
 

@@ -441,7 +441,8 @@ class Reporter(ABC):
     Built with the options of its ``error_reporter`` entry as keyword arguments:
     declare them in ``__init__`` so an unknown option is a config error.
     :meth:`report` must never raise: a broken reporter must not turn into a
-    lost result.
+    lost result. It runs on a thread of its own (:mod:`qhive.reporting`), so it may
+    block, but it should hand the report to its SDK's own transport and return.
     """
 
     def __init__(self, *, config: Config | None = None) -> None:
@@ -450,3 +451,9 @@ class Reporter(ABC):
     @abstractmethod
     def report(self, error: BaseException, task: Mapping[str, Any] | None = None) -> None:
         """Report ``error`` raised while running ``task`` (the task package)."""
+
+    def flush(self, timeout: float) -> bool | None:
+        """Send what :meth:`report` buffered, waiting at most ``timeout`` seconds; called
+        as the process ends. Return False when something could not be sent in time.
+        The default has nothing buffered."""
+        return None

@@ -230,7 +230,8 @@ def build_driver(
     factory = load_driver(kind, name, registry)
     options = dict(options or {})
     label = kind.replace("_", " ")
-    where = option_key or f"{kind}_options"
+    key = option_key or f"{kind}_options"
+    where = "".join(f"[{part!r}]" for part in key.split("."))  # Q_CLUSTER['a']['b']
     config = fixed.get("config")
     by_class = (kind == "broker" and getattr(config, "broker_selected_by", None) == "broker_class"
                 and getattr(config, "broker", None) == name)
@@ -249,8 +250,8 @@ def build_driver(
             accepted = sorted(k for k in params if k not in fixed and k != "self")
             raise ConfigError(
                 f"{label} does not take option(s) {', '.join(map(repr, unknown))} "
-                f"in Q_CLUSTER[{where!r}]; it takes: {', '.join(accepted) or 'no options'}",
-                key=where,
+                f"in Q_CLUSTER{where}; it takes: {', '.join(accepted) or 'no options'}",
+                key=key,
             )
     if by_class and params is not None:
         # Only what the class names: a **kwargs often ends in Broker.__init__, which takes none.
@@ -265,7 +266,7 @@ def build_driver(
         raise
     except TypeError as exc:
         raise ConfigError(
-            f"{label} cannot be built from Q_CLUSTER[{where!r}]: {exc}", key=where
+            f"{label} cannot be built from Q_CLUSTER{where}: {exc}", key=key
         ) from exc
 
 

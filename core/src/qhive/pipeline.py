@@ -8,11 +8,9 @@ execute: broker -> verify -> decompress -> deserialize -> run -> result store
 The cluster runs these steps across processes; :meth:`Pipeline.drain` runs them
 in the calling process (the core demo and tests).
 
-Follow-ups happen when a task's outcome is final: it succeeded, or it failed
-and will not be delivered again (acknowledged by ``ack_failures`` /
-``max_attempts``, or its broker has no receipts). They run after the result is
-saved and before the message is acknowledged, so a crash in between repeats
-them; their ids are derived from the task's id, so a repeat adds no result.
+Follow-ups (:mod:`qhive.follow_ups`) happen when a task's outcome is final: it
+succeeded, or it failed and will not be delivered again (acknowledged by
+``ack_failures`` / ``max_attempts``, or its broker has no receipts).
 """
 
 from __future__ import annotations
@@ -22,22 +20,21 @@ import datetime as dt
 import logging
 import pickle
 import traceback
-from collections import defaultdict
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 from qhive.codec import TaskCodec, build_codec
 from qhive.config import Config
-from qhive.contracts import Broker, Message, Reporter, ResultStore, TaskResult
+from qhive.contracts import Broker, Message, ResultStore, TaskResult
 from qhive.drivers import build_driver
 from qhive.errors import BadSignature, ConfigError, SerializationError, UnknownDriverError
-from qhive.naming import humanize
-from qhive.plugins import QhivePluginManager, get_plugin_manager, hookimpl
+from qhive.follow_ups import follow_up
+from qhive.plugins import QhivePluginManager, get_plugin_manager
+from qhive.reporting import Reporting, build_reporters, first_task_frame
 from qhive.task import (
     check_options,
     check_package,
-    derived_id,
     func_name,
     func_ref,
     new_task,
@@ -142,15 +139,22 @@ class Pipeline:
         return build_codec(self.config, self.pm.driver_registry)
 
     @cached_property
-    def reporters(self) -> list[Reporter]:
-        reporters = [
-            self._build("reporter", name, options, f"error_reporter.{name}")
-            for name, options in self.config.error_reporter.items()
-        ]
-        dispatch = _ReporterDispatch(reporters)
-        self.pm.register(dispatch, name=f"reporters:{id(self)}")
-        self._registered.append(dispatch)
-        return reporters
+    def reporting(self) -> Reporting:
+        """The configured error reporters that could be built, as a plugin."""
+        return self.load_reporters()
+
+    def load_reporters(self, *, quiet: bool = False) -> Reporting:
+        """Build the reporters (once); ``quiet``: their failures were said elsewhere."""
+        if "reporting" not in self.__dict__:
+            reporting = Reporting(build_reporters(
+                dict(self.config.error_reporter),
+                lambda name, options: self._build("reporter", name, options,
+                                                  f"error_reporter.{name}"),
+                quiet=quiet))
+            self.pm.register(reporting, name=f"reporters:{id(self)}")
+            self._registered.append(reporting)
+            self.__dict__["reporting"] = reporting
+        return self.__dict__["reporting"]
 
     def for_thread(self) -> Pipeline:
         """This pipeline with driver instances of its own (unpickled copies, which
@@ -160,6 +164,7 @@ class Pipeline:
         copy = object.__new__(Pipeline)
         copy.__dict__.update(self.__dict__)
         copy._registered, copy._cache_stores, copy._routes = [], {}, {}
+        copy.__dict__.pop("reporting", None)
         copy.owner = self
         for name in ("broker", "result_store"):
             driver = getattr(self, name)
@@ -167,6 +172,8 @@ class Pipeline:
         return copy
 
     def close(self) -> None:
+        if "reporting" in self.__dict__:
+            self.__dict__["reporting"].flush()
         for name in ("broker", "result_store"):
             if name in self.__dict__:
                 self.__dict__[name].close()
@@ -259,7 +266,7 @@ class Pipeline:
     # -- execute
     def execute(self, task: dict[str, Any]) -> tuple[TaskResult, BaseException | None]:
         """Run one decoded task in this process; never raises for the task's errors."""
-        self.reporters  # noqa: B018 -- build the reporter hook once
+        self.reporting  # noqa: B018 -- build the reporter hook once
         error: BaseException | None = None
         try:
             func = resolve_func(task["func"])
@@ -320,7 +327,7 @@ class Pipeline:
         redelivers = self.broker.capabilities.receipts
         final = [(d, stored) for d, stored, ack in zip(done, settled, acked, strict=True)
                  if ack or stored.success or d.ack_id is None or not redelivers]
-        failed_follow_ups = self._follow_up(final)
+        failed_follow_ups = follow_up(self, final)
         for d, stored in zip(done, settled, strict=True):
             try:
                 if stored.success:
@@ -350,77 +357,6 @@ class Pipeline:
         limit = self.config.max_attempts
         attempts = max(stored.attempt_count, done.deliveries or 0)
         return bool(limit) and attempts >= limit
-
-    # -- follow-ups: chains and iters
-
-    def _follow_up(self, final: list[tuple[Done, TaskResult]]) -> set[int]:
-        """Send the next link of finished chain links and collate finished iters;
-        return the ``id()`` of the items whose follow-up failed."""
-        failed: set[int] = set()
-        iters: dict[str, list[Done]] = defaultdict(list)
-        for d, stored in final:
-            try:
-                if d.task.get("chain"):
-                    self._next_link(d.task, stored)
-            except Exception:
-                logger.exception("task %s (%s): could not send the next link of its chain; "
-                                 "it is not acknowledged and runs again after 'retry'",
-                                 d.task.get("id"), d.task.get("name"))
-                failed.add(id(d))
-            if d.task.get("iter_count") and d.task.get("group"):
-                iters[d.task["group"]].append(d)
-        for group, parts in iters.items():
-            try:
-                self._collate(group, parts[-1].task)
-            except Exception:
-                logger.exception("async_iter %s: collating its results failed; its last parts "
-                                 "are not acknowledged and run again after 'retry'", group)
-                failed.update(id(d) for d in parts)
-        return failed
-
-    def _next_link(self, task: dict[str, Any], stored: TaskResult) -> None:
-        """Send the chain's next link. It runs whether this link succeeded or failed,
-        once this link's outcome is final, in the chain's group (as in Django Q2;
-        but also when this link's result was not saved)."""
-        link, rest = task["chain"][0], list(task["chain"][1:])
-        options = dict(link.get("options", {}))
-        target = self.route(options.pop("cluster", None))
-        follow = {key: task[key] for key in ("group", "cached", "sync") if task.get(key)}
-        if rest:
-            follow["chain"] = rest
-        nxt = new_task(link["func"], tuple(link.get("args", ())), dict(link.get("kwargs", {})),
-                       task_id=derived_id(task["id"], "next"), **options, **follow)
-        target.send(nxt)
-        logger.debug("chain %s: link %s done, sent %s", task.get("group"), stored.name,
-                     nxt["name"])
-
-    def _collate(self, group: str, task: dict[str, Any]) -> None:
-        """When every part of the iter ``group`` has a result, save one result with
-        id ``group``: the parts' results in the order of the arguments."""
-        parts_store = self.store_for(task)
-        iter_cached = task.get("iter_cached")
-        target = self.cache_store(iter_cached) if iter_cached else self.result_store
-        count = int(task["iter_count"])
-        if target.get(group) is not None:  # collated before: these are redeliveries
-            parts_store.delete_group(group)
-            return
-        if parts_store.count_group(group) < count:
-            return
-        index = {derived_id(group, f"part-{i}"): i for i in range(count)}
-        parts = sorted((p for p in parts_store.get_group(group, failures=True) if p.id in index),
-                       key=lambda p: index[p.id])
-        if len(parts) < count:
-            return
-        collated = TaskResult(
-            id=group, name=humanize(group), func=parts[0].func,
-            started=min(p.started for p in parts), stopped=dt.datetime.now(dt.UTC),
-            success=all(p.success for p in parts), result=[p.result for p in parts],
-            args=tuple(p.args for p in parts), kwargs=dict(parts[0].kwargs),
-            cluster=self.config.cluster_name,
-        )
-        target.save(collated)
-        parts_store.delete_group(group)
-        logger.info("async_iter %s: collated %d results", group, count)
 
     def decode(self, message: Message) -> dict[str, Any] | None:
         """The task in ``message``, or None after failing a package that does not
@@ -462,38 +398,10 @@ class Pipeline:
         return done
 
 
-#: The module whose ``qhive_execute_task`` calls the task function: the frames up
-#: to its last one are the hook machinery (pluggy, wrappers, asyncio).
-_CALLER = "qhive.builtin.hooks"
-
-
 def task_traceback(exc: BaseException) -> str:
     """The error text of a failed task: its traceback from the task's own first frame,
     not the hooks that called it (the call itself stays when the task was called
     wrongly). All of it when the task was never called: the error is qhive's or a
     plugin's (a missing task function, a failing ``pre_execute``)."""
-    frames = []
-    tb = exc.__traceback__
-    while tb is not None:
-        frames.append(tb)
-        tb = tb.tb_next
-    calls = [i for i, f in enumerate(frames) if f.tb_frame.f_globals.get("__name__") == _CALLER]
-    start = frames[0] if frames else None
-    if calls:
-        start = frames[calls[-1] + 1] if calls[-1] + 1 < len(frames) else frames[calls[-1]]
+    start = first_task_frame(exc.__traceback__)
     return "".join(traceback.format_exception(type(exc), exc, start)).strip()
-
-
-class _ReporterDispatch:
-    """Hands ``qhive_report_error`` to the configured reporters."""
-
-    def __init__(self, reporters: list[Reporter]) -> None:
-        self.reporters = reporters
-
-    @hookimpl
-    def qhive_report_error(self, error: BaseException, task: dict[str, Any] | None) -> None:
-        for reporter in self.reporters:
-            try:
-                reporter.report(error, task)
-            except Exception:  # the contract says never; be safe anyway
-                logger.exception("error reporter %r failed", reporter)

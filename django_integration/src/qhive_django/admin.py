@@ -13,6 +13,10 @@ read from each schedule's result store in one call
 (:meth:`~qhive.contracts.ResultStore.get_many`: one query with the ORM result store,
 wherever it writes), through the store's contract, so any result store works.
 
+"Running tasks" lists what the project's clusters run now, from their stats
+(:func:`qhive_django.monitor.running`): on which cluster, host and worker, since
+when, and the progress each task reported. It reads no table and refreshes itself.
+
 Successful and failed tasks have their pages in ``qhive_store_orm.admin``, the
 ORM broker's queue in ``qhive_broker_orm.admin``.
 """
@@ -25,15 +29,18 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils.translation import gettext_lazy as _
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, QhiveError
 
+from qhive_django import monitor
 from qhive_django.conf import get_config, known_clusters
-from qhive_django.models import Schedule, result_link
+from qhive_django.models import RunningTask, Schedule, result_link
 from qhive_django.results import records
 
-__all__ = ["ScheduleAdmin", "ScheduleForm"]
+__all__ = ["RunningTaskAdmin", "ScheduleAdmin", "ScheduleForm"]
 
 logger = logging.getLogger("qhive")
 
@@ -126,3 +133,35 @@ class ScheduleAdmin(admin.ModelAdmin):
         """Whether the schedule's last task succeeded (empty: not run, or not stored)."""
         last = self._last_task(schedule)
         return None if last is None else last.success
+
+
+@admin.register(RunningTask)
+class RunningTaskAdmin(admin.ModelAdmin):
+    """The tasks running now: a page of its own, not a change list (there is no table)."""
+
+    #: Seconds between the page's own reloads.
+    refresh = 5
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        error, tasks = None, []
+        try:
+            tasks = monitor.running()
+        except (QhiveError, OSError) as exc:  # the page says why instead of a 500
+            error = f"Cannot read the clusters' stats: {exc}"
+        context = {**self.admin_site.each_context(request), **(extra_context or {}),
+                   "title": RunningTask._meta.verbose_name_plural.capitalize(),
+                   "opts": RunningTask._meta, "tasks": tasks, "error": error,
+                   "refresh": self.refresh}
+        return TemplateResponse(request, "admin/qhive_django/running_tasks.html", context)

@@ -9,7 +9,9 @@
 * ``qhive.E006`` cached results go to a cache alias that ``CACHES`` does not have;
 * ``qhive.W001`` a legal setting that is probably not what was meant;
 * ``qhive.W002`` cached results go to a cache that processes do not share (LocMem,
-  Dummy): the web process never sees what a worker saved.
+  Dummy): the web process never sees what a worker saved;
+* ``qhive.W003`` an error reporter is unknown or fails to import: a warning, since the
+  cluster runs without it (and says so once) while the other reporters still report.
 
 ``qcluster`` runs them before it starts and refuses to on an error.
 """
@@ -39,6 +41,9 @@ _FIRST_PARTY = {
     "result_store": ("qhive-store", ("orm", "cache", "redis")),
     "reporter": ("qhive-reporter", ("sentry", "rollbar")),
 }
+#: The drivers that extras of qhive-django install (its pyproject.toml), by extra name.
+_EXTRAS = {("broker", name) for name in ("redis", "sqs", "ironmq", "mongo", "disque")} | {
+    ("result_store", "cache"), ("reporter", "sentry"), ("reporter", "rollbar")}
 _DJANGO_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "TIME_ZONE")
 _BROKER_CLASS_HINT = ("Q_CLUSTER['broker_class'] must be the dotted path of an importable "
                       "qhive.contracts.Broker subclass, e.g. 'myapp.brokers.MyBroker'")
@@ -88,11 +93,12 @@ def _setting_of(key: str | None) -> str:
 def _check_driver(kind: str, name: str, registry: Any) -> list[checks.CheckMessage]:
     try:
         driver = load_driver(kind, name, registry)
-    except UnknownDriverError as exc:
-        return [checks.Error(str(exc), hint=_install_hint(kind, name), obj="settings.Q_CLUSTER",
-                             id="qhive.E002")]
     except QhiveError as exc:
-        return [checks.Error(str(exc), obj="settings.Q_CLUSTER", id="qhive.E002")]
+        hint = _install_hint(kind, name) if isinstance(exc, UnknownDriverError) else None
+        if kind == "reporter":  # qhive.reporting leaves it out; the others still report
+            return [checks.Warning(f"{exc}; task errors will not be sent to {name!r}", hint=hint,
+                                   obj="settings.Q_CLUSTER", id="qhive.W003")]
+        return [checks.Error(str(exc), hint=hint, obj="settings.Q_CLUSTER", id="qhive.E002")]
     return _check_app(kind, name, driver)
 
 
@@ -102,7 +108,8 @@ def _install_hint(kind: str, name: str) -> str | None:
     prefix, names = _FIRST_PARTY.get(kind, ("", ()))
     if name not in names:
         return None
-    return f"install the package that provides it, e.g. pip install {prefix}-{name}"
+    extra = f' (or pip install "qhive-django[{name}]")' if (kind, name) in _EXTRAS else ""
+    return f"install the package that provides it, e.g. pip install {prefix}-{name}{extra}"
 
 
 def _check_app(kind: str, name: str, driver: Any) -> list[checks.CheckMessage]:

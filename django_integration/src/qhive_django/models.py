@@ -335,6 +335,18 @@ class Schedule(models.Model):
             return get_pipeline().result_store
 
 
+class RunningTask(models.Model):
+    """No table: the admin's "Running tasks" page (and its view permission) hangs on
+    it. What runs comes from the clusters' stats (:func:`qhive_django.monitor.running`)."""
+
+    class Meta:
+        app_label = "qhive_django"
+        managed = False
+        verbose_name = _("Running task")
+        verbose_name_plural = _("Running tasks")
+        default_permissions = ("view",)
+
+
 def result_link(record: Any, current_app: str | None = None) -> str:
     """``[name]`` of a result's record (:mod:`qhive_django.results`), linked to its admin
     page when the record has one (``admin_url()``: the ORM result store's ``Task``)."""

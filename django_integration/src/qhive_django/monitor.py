@@ -38,14 +38,15 @@ from django.utils import timezone
 from qhive.cluster.stat import STARTING, STOPPED, STOPPING, WORKING, StatStore, choose_store
 from qhive.cluster.stat import Stat as CoreStat
 from qhive.errors import BrokerConnectionError
+from qhive.running import TaskState, running_tasks
 
 from qhive_django.conf import get_config, get_pipeline
 
 if TYPE_CHECKING:
     from qhive.contracts import Broker, ResultStore
 
-__all__ = ["Stat", "check_broker", "cluster_ids", "config_lines", "info",
-           "memory", "monitor", "stat_store", "summary"]
+__all__ = ["Stat", "broker_name", "check_broker", "cluster_ids", "config_lines", "info",
+           "memory", "monitor", "running", "stat_store", "summary"]
 
 T = TypeVar("T")
 
@@ -60,6 +61,8 @@ MEMORY_COLUMNS = ("Host", "Id", "Available (%)", "Available (MB)", "Total (MB)",
                   "Sentinel (MB)", "Forkserver (MB)", "Workers (MB)")
 MEMORY_LEGEND = ("Sentinel (MB) includes the pusher and monitor threads; workers are forked "
                  "from the forkserver.")
+#: The running tasks' table, below the clusters in qmonitor and qinfo.
+RUNNING_COLUMNS = ("Running task", "Func", "Cluster", "Host", "Worker", "For", "Progress")
 NO_CLUSTERS = "No clusters appear to be running."
 PRESS_Q = "[Press q to quit]"
 OTHER_HOST = "other host"
@@ -115,6 +118,24 @@ def stat_store(broker: Broker | None = None) -> StatStore:
                         pipeline.config.name)
 
 
+def running(broker: Broker | None = None) -> list[TaskState]:
+    """The tasks the project's clusters run now, longest running first: where
+    (cluster, host, worker pid), since when, and the progress each reported."""
+    return running_tasks(stat_store(broker).get_all(Stat))
+
+
+def _running_table(term: Terminal, stats: Sequence[CoreStat]) -> list[str]:
+    """The running tasks of ``stats`` as a table under a blank line; none: nothing."""
+    tasks = running_tasks(list(stats))
+    if not tasks:
+        return []
+    now = time.time()
+    rows = [[t.name or t.id, t.func or "?", t.cluster or "?", t.host or "?", str(t.worker),
+             _uptime(now - t.started.timestamp()) if t.started else "?",
+             t.progress_text or "-"] for t in tasks]
+    return ["", *_table(term, RUNNING_COLUMNS, rows)]
+
+
 def project_name() -> str:
     """The project's name: the prefix every cluster of it saves its stats under."""
     return get_config().name
@@ -135,15 +156,16 @@ def check_broker(broker: Broker) -> None:
         alive = broker.ping()
     except Exception as exc:
         raise BrokerConnectionError(
-            f"cannot reach the broker ({_broker_name(broker)}): {exc}. Is its server "
+            f"cannot reach the broker ({broker_name(broker)}): {exc}. Is its server "
             f"running, and are the broker settings in Q_CLUSTER right?") from exc
     if alive is False:  # Django Q-style brokers answer False instead of raising
         raise BrokerConnectionError(
-            f"the broker ({_broker_name(broker)}) did not answer its ping. Is its server "
+            f"the broker ({broker_name(broker)}) did not answer its ping. Is its server "
             f"running, and are the broker settings in Q_CLUSTER right?")
 
 
-def _broker_name(broker: Broker) -> str:
+def broker_name(broker: Broker) -> str:
+    """The broker's class and queue, for messages: ``RedisBroker, queue 'mysite'``."""
     queue = getattr(broker, "queue", None)
     return f"{type(broker).__name__}, queue {queue!r}" if queue else type(broker).__name__
 
@@ -406,6 +428,7 @@ def _monitor_frame(term: Terminal, sample: _Sample, stats: StatStore, *,
     width = _column_width(term, [MONITOR_COLUMNS, *rows, bar], len(MONITOR_COLUMNS))
     lines = [term.black_on_green(_cells(term, MONITOR_COLUMNS, width))]
     lines += [_cells(term, row, width) for row in rows] or _empty(term, stats, width * 6)
+    lines += _running_table(term, sample.stats)
     lines.append("")
     broker_info = sample.broker_info or "?"
     info_width = width * 3  # the broker's info line is long: three columns
@@ -478,8 +501,8 @@ def info(broker: Broker | None = None, *, stream: IO[str] | None = None) -> bool
     broker = broker if broker is not None else default_broker()
     check_broker(broker)
     stats = stat_store(broker)
-    numbers = summary(broker, get_pipeline().result_store,
-                      stats.get_all(Stat) if stats.keeper is not None else None)
+    clusters = stats.get_all(Stat) if stats.keeper is not None else None
+    numbers = summary(broker, get_pipeline().result_store, clusters)
     def shown(value: Any, digits: int = 0) -> str:
         if value is None:
             return "-"
@@ -501,6 +524,7 @@ def info(broker: Broker | None = None, *, stream: IO[str] | None = None) -> bool
     lines += [_cells(term, row, width) for row in cells]
     if stats.keeper is None:
         lines += _empty(term, stats, width * 6)
+    lines += _running_table(term, clusters or [])
     _draw_once(term, stream, lines)
     return True
 

@@ -31,6 +31,10 @@ Differences from Django Q2, on purpose:
   so with the defaults (a failing task is retried) a chain waits for its
   failing link's retries. Links run in the cluster that ran the previous one
   unless a link names another with ``cluster``.
+
+Not in Django Q2: :func:`status` tells where a task is now (queued, running —
+where, since when, how far — succeeded, failed), and a task reports how far it
+got with ``progress(0.4, "step 2")``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 from qhive.contracts import Broker, ResultStore, TaskResult
 from qhive.naming import humanize
+from qhive.progress import progress as progress
+from qhive.running import TaskState, TaskStatus, task_state
 from qhive.task import OPTION_KEYS, chain_link, derived_id, func_name, func_ref
 from qhive.task import split_options as split_options
 
@@ -54,9 +60,9 @@ from qhive_django.conf import get_config, get_pipeline
 from qhive_django.results import as_task, group_records, records
 
 __all__ = [
-    "OPTION_KEYS", "AsyncTask", "Chain", "Iter", "async_chain", "async_iter", "async_task",
-    "count_group", "delete_cached", "delete_group", "fetch", "fetch_group", "queue_size",
-    "result", "result_group", "schedule",
+    "OPTION_KEYS", "AsyncTask", "Chain", "Iter", "TaskState", "TaskStatus", "async_chain",
+    "async_iter", "async_task", "count_group", "delete_cached", "delete_group", "fetch",
+    "fetch_group", "progress", "queue_size", "result", "result_group", "schedule", "status",
 ]
 
 logger = logging.getLogger("qhive")
@@ -222,6 +228,17 @@ def fetch(task_id: str | uuid.UUID, wait: float = 0, cached: bool | None = None,
     store = _store(cached, cluster)
     found = _poll(_lookup(task_id, store), _deadline(wait))
     return as_task(store, found) if found is not None else None
+
+
+def status(task_id: str | uuid.UUID, cached: bool | None = None, *,
+           cluster: str | None = None) -> TaskState:
+    """Where a task is now: ``queued``, ``running`` (on which cluster, host and worker,
+    since when, with the progress it reported), ``succeeded`` or ``failed`` (with its
+    saved result). Not in Django Q2 (``fetch`` sees finished tasks only). A task no
+    cluster runs and no store holds reads as queued, as Celery's ``PENDING`` does:
+    also an id nobody enqueued. See :mod:`qhive.running`."""
+    key = task_id.hex if isinstance(task_id, uuid.UUID) else str(task_id)
+    return task_state(get_pipeline(cluster), key, _lookup(key, _store(cached, cluster)))
 
 
 def delete_cached(task_id: str | uuid.UUID, broker: Broker | None = None, *,

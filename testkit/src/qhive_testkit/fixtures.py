@@ -1,15 +1,26 @@
-"""Opt-in pytest fixtures for testing plugin discovery.
+"""Opt-in pytest fixtures for testing plugin discovery, and error reporters.
 
 Import the ones you need in your ``conftest.py``::
 
     from qhive_testkit.fixtures import fake_dist, fresh_plugins  # noqa: F401
+    from qhive_testkit.fixtures import recording_server  # noqa: F401
+
+The repository's own test run loads this module as a pytest plugin (``-p``).
 """
 
+import json
+import os
+import subprocess
 import sys
 import textwrap
+import uuid
 
 import pytest
 from qhive import drivers, plugins
+from qhive.config import Config
+from qhive.pipeline import Pipeline
+
+from qhive_testkit.recording_server import RecordingServer
 
 
 @pytest.fixture
@@ -52,3 +63,48 @@ def fake_dist(tmp_path, monkeypatch, fresh_plugins):
     yield make
     for module in modules:  # the next test's fake of the same name must import afresh
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def recording_server():
+    """A started :class:`~qhive_testkit.recording_server.RecordingServer` of this test's
+    own (Sentry DSN: ``recording_server.sentry_dsn()``, Rollbar: ``.rollbar_endpoint``);
+    stopped at the end."""
+    with RecordingServer() as server:
+        yield server
+
+
+@pytest.fixture
+def make_pipeline(fresh_plugins):
+    """``make_pipeline(**settings)``: a :class:`~qhive.pipeline.Pipeline` of a project of
+    its own (a unique ``name``) on the in-memory broker and result store unless
+    ``settings`` choose others; it runs tasks in this process with ``drain()``. Purged
+    and closed at the end (closing flushes its error reporters)."""
+    made = []
+
+    def make(**settings):
+        q_cluster = {"name": f"t{uuid.uuid4().hex[:8]}", "broker": "memory",
+                     "result_store": "memory", **settings}
+        made.append(Pipeline(Config.from_dict(q_cluster, secret_key="test-secret")))
+        return made[-1]
+
+    yield make
+    for pipeline in made:
+        pipeline.broker.purge_queue()
+        pipeline.close()
+
+
+@pytest.fixture
+def run_python():
+    """``run_python(code, **env)``: run ``code`` in a new interpreter of this environment
+    (for what changes process-wide state, such as an SDK's one set-up per process);
+    returns the JSON its last output line holds, and its stderr."""
+
+    def run(code: str, **env: str):
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                              env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, f"exit {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+    return run

@@ -7,23 +7,33 @@ with the ``Q_CLUSTER`` a test chooses, keeps its log and stops it by pid::
     cluster.wait_for_log("running (pid")
     ...
     assert cluster.stop() == 0
+
+As a pytest plugin (``-p qhive_testkit.qcluster``) it gives the fixtures
+``cluster_settings`` (a ``Q_CLUSTER`` of the test's own, applied on the test's side too)
+and ``qcluster`` (running clusters, killed at the end of the test).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from qhive.cluster import Stat
+from qhive.config import LEGACY_BROKER_KEYS
 
 T = TypeVar("T")
+
+#: Q_CLUSTER keys that choose a broker.
+BROKER_KEYS = {"broker", *LEGACY_BROKER_KEYS}
 
 
 class QCluster:
@@ -120,3 +130,58 @@ def wait_until(condition: Callable[[], T], within: float = 120.0,
             pytest.fail(f"{what} not reached within {within} s")
         time.sleep(0.1)
     return value
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def cluster_settings(django_project):
+    """``cluster_settings(database="default", caches=None, **settings)``: apply
+    ``Q_CLUSTER`` (and ``CACHES``) for this test on the test's side and return the
+    ``Q_CLUSTER`` dict for :func:`qcluster`. Each call gets its own ``name``: its
+    own queue and results. Results go to ``database``, and so does the queue
+    unless ``settings`` choose another broker. Short cycles (``guard_cycle`` 0.2 s,
+    ``poll`` 50 ms), two workers and no pruning unless ``settings`` say otherwise."""
+    # Django on use: the fixture's project set it up
+    from django.test import override_settings
+
+    overrides = []
+
+    def apply(database: str = "default", caches: dict | None = None, **settings) -> dict:
+        q = {"name": f"e2e{uuid.uuid4().hex[:10]}",
+             "result_store_options": {"database": database}, "workers": 2, "save_limit": 0,
+             "guard_cycle": 0.2, "poll": 0.05, **settings}
+        if not BROKER_KEYS & set(settings):  # the ORM broker, on the same database
+            q["orm"] = database
+        override = override_settings(Q_CLUSTER=q, **({"CACHES": caches} if caches else {}))
+        override.enable()
+        overrides.append(override)
+        return q
+
+    yield apply
+    for override in reversed(overrides):
+        override.disable()
+
+
+@pytest.fixture
+def qcluster(django_project, tmp_path):
+    """``qcluster(q_cluster, *args, caches=None, env=None, wait=True)``: a running
+    ``manage.py qcluster`` (``args`` such as ``"--name", "long"``) that has saved its first
+    stat (unless not ``wait``); every one still running at the end of the test is killed."""
+    started = []
+
+    def start(q_cluster: dict, *args: str, caches: dict | None = None,
+              env: dict[str, str] | None = None, wait: bool = True) -> QCluster:
+        env = {**(env or {}), **({"QHIVE_TEST_CACHES": json.dumps(caches)} if caches else {})}
+        cluster = QCluster(django_project, q_cluster,
+                           tmp_path / f"qcluster{len(started)}.log", *args, env=env)
+        started.append(cluster)
+        if wait:
+            cluster.wait_for_log("running (pid")  # logged once the first stat is saved
+        return cluster
+
+    yield start
+    for cluster in started:
+        if cluster.process.poll() is None:
+            cluster.signal_group(signal.SIGKILL)  # its workers too

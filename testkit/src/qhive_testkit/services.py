@@ -135,6 +135,21 @@ def require(service: str) -> None:
     pytest.skip(reason)
 
 
+def require_package_index() -> None:
+    """Skip the calling test (fail it under QHIVE_REQUIRE_SERVICES=1) unless the package
+    index that pip uses (``$PIP_INDEX_URL``, else PyPI) answers: tests that build virtual
+    environments get Django and friends from it (or from pip's cache)."""
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/").rstrip("/")
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{index}/django/", method="HEAD"),
+                               timeout=20).close()
+    except OSError as exc:
+        reason = f"the package index {index} is unreachable ({exc})"
+        if services_required():
+            pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
 class RedisServer:
     """A ``redis-server`` of the test's own, on a free port, that the test may stop and
     start again (the shared server must never be stopped).

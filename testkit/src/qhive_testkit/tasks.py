@@ -9,6 +9,8 @@ import os
 import sys
 import time
 
+from qhive.progress import progress
+
 
 def add(a, b):
     return a + b
@@ -42,6 +44,15 @@ def nothing():
 def sleep(seconds, result=None):
     time.sleep(seconds)
     return result
+
+
+def in_steps(seconds, steps=2):
+    """Run ``seconds`` in ``steps`` equal steps, reporting progress at the start of each
+    (``0.5 "step 2 of 2"`` halfway through with two steps)."""
+    for step in range(steps):
+        progress(step / steps, f"step {step + 1} of {steps}")
+        time.sleep(seconds / steps)
+    return steps
 
 
 def die():

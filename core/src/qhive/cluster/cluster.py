@@ -51,6 +51,7 @@ from qhive.config import Config
 from qhive.errors import SetupError
 from qhive.naming import humanize
 from qhive.pipeline import Done, Pipeline
+from qhive.task import func_name
 
 logger = logging.getLogger("qhive.cluster")
 
@@ -145,6 +146,7 @@ class Cluster:
                     config.queue, config.workers, config.broker)
         self._check_backends()
         self.pipeline.codec  # noqa: B018 -- fail at start, not at the first task
+        self.pipeline.reporting  # noqa: B018 -- a missing reporter is said once, here
         for index in range(config.workers):
             self.workers.append(self._spawn(index))
         self._set_affinity()
@@ -220,7 +222,11 @@ class Cluster:
 
     def _give(self, worker: Worker, job: Queued) -> None:
         timeout = job.task.get("timeout", self.config.timeout)
-        worker.job = job
+        # For the running list, the hooks and the error reporters.
+        job.task["run_started"] = time.time()
+        if job.deliveries is not None:
+            job.task["attempt"] = job.deliveries
+        worker.job, worker.progress = job, None
         worker.deadline = time.monotonic() + timeout if timeout else None
         with contextlib.suppress(OSError):  # a dead worker: its death settles the job
             worker.conn.send_bytes(pickle.dumps(job.task, _PROTOCOL))
@@ -258,6 +264,9 @@ class Cluster:
             result, exiting = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
             return False  # it died: the process sentinel tells the rest
+        if isinstance(result, str):  # progress of its task: (fraction, note)
+            worker.progress = exiting
+            return True
         if result is None:  # its start-up report: ready, or why not
             worker.ready, worker.start_error = exiting is None, exiting
             if worker.ready:
@@ -275,8 +284,11 @@ class Cluster:
     def _died(self, worker: Worker) -> None:
         """A worker's process ended without being asked to."""
         worker.process.join(1)
-        # An answer may still sit in the pipe (a death right after answering).
-        answered = worker.busy and worker.conn.poll(0) and self._receive(worker)
+        # An answer may still sit in the pipe (a death right after answering),
+        # behind progress reports.
+        answered = False
+        while worker.busy and worker.conn.poll(0) and self._receive(worker):
+            answered = not worker.busy
         if answered and worker not in self.workers:  # it was recycling
             return
         if not worker.ready:
@@ -423,7 +435,21 @@ class Cluster:
         stat.busy = sum(w.busy for w in self.workers)
         stat.processed = self.monitor.processed
         stat.failed = self.monitor.failed
+        stat.running = [entry for w in list(self.workers) if (entry := self._running(w))]
         return stat
+
+    @staticmethod
+    def _running(worker: Worker) -> dict[str, Any] | None:
+        job, progress = worker.job, worker.progress  # once: other threads read stats too
+        if job is None:
+            return None
+        task = job.task
+        fraction, note = progress or (None, None)
+        return {"id": task["id"], "name": task.get("name"), "func": func_name(task["func"]),
+                "group": task.get("group"), "worker": worker.process.pid,
+                "started": task.get("run_started"),
+                "attempt": task.get("attempt"),
+                "progress": fraction, "note": note}
 
     def _save_stat(self) -> None:
         # Statistics are never worth stopping for: a failure is logged, as a warning

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 
@@ -19,14 +20,17 @@ class Outage:
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self.errors = 0
+        self.errors = 0  # in a row, until it works again
         self.since = 0.0
+        #: every error since the start, by ``what`` failed (for metrics)
+        self.totals: collections.Counter[str] = collections.Counter()
 
     def failed(self, exc: Exception, action: str) -> float:
         """Log the error (not every one) and return how long to wait before retrying."""
         if not self.errors:
             self.since = time.monotonic()
         self.errors += 1
+        self.totals[self.what] += 1
         delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** min(self.errors - 1, 8))
         level = logging.ERROR if self.errors in (1, 5) or self.errors % 50 == 0 else logging.DEBUG
         kind = f"{self.what} error" if isinstance(exc, BrokerError) else type(exc).__name__

@@ -39,6 +39,7 @@ class Worker:
     timed_out: bool = False
     ready: bool = False  # set up and waiting for tasks (never given one before)
     start_error: str | None = None  # why its set-up failed, as it reported
+    progress: tuple[float, str | None] | None = None  # what its task last reported
 
     @property
     def busy(self) -> bool:

@@ -71,6 +71,9 @@ class Stat:
     :ivar configured_workers: the ``workers`` setting of the cluster; ``Pool``
         below it means workers are missing (0: unknown, from an older qhive).
     :ivar queue_limit: the ``queue_limit`` setting (``None``: unbounded).
+    :ivar running: the tasks the workers run now, one dict each: ``id``, ``name``,
+        ``func``, ``group``, ``worker`` (pid), ``started`` (seconds since the epoch),
+        ``attempt``, ``progress`` and ``note`` (see :mod:`qhive.running`).
     """
 
     cluster_id: str
@@ -89,6 +92,7 @@ class Stat:
     timestamp: float = dataclasses.field(default_factory=time.time)
     configured_workers: int = 0
     queue_limit: int | None = None
+    running: list[dict] = dataclasses.field(default_factory=list)
 
     # Django Q's three pids: the pusher and the monitor are threads of the sentinel here.
     sentinel = pusher = monitor = property(lambda self: self.pid)

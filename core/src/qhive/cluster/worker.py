@@ -3,13 +3,15 @@
 Protocol: once set up, the worker reports ``(None, None)`` — or ``(None, error)``
 and exits if its set-up failed. Then one message each way per task: the
 sentinel sends the pickled task dict; the worker answers with the pickled
-``(TaskResult, exiting)``. ``None`` asks the worker to exit. A worker exits on
-its own after ``recycle`` tasks or when its memory passes ``max_rss`` — after
-answering, so nothing is lost.
+``(TaskResult, exiting)``, after any number of ``(PROGRESS, (fraction, note))``
+that the task sent with :func:`qhive.running.progress`. ``None`` asks the worker
+to exit. A worker exits on its own after ``recycle`` tasks or when its memory
+passes ``max_rss`` — after answering, so nothing is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -18,12 +20,16 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from qhive.progress import report_to
 from qhive.task import resolve_func
 
 if TYPE_CHECKING:
     from qhive.config import Config
+    from qhive.pipeline import Pipeline
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: First item of a progress report ``(PROGRESS, (fraction, note))`` (see qhive.running).
+PROGRESS = "progress"
 
 
 def rss_kb() -> int:
@@ -48,11 +54,25 @@ def run_worker(conn: Connection, config: Config, setup: str | None, name: str) -
         from qhive.pipeline import Pipeline  # after setup: plugins may need the framework
 
         pipeline = Pipeline(config)
+        pipeline.load_reporters(quiet=True)  # a missing one: the sentinel said so
         pipeline.pm.hook.qhive_worker_spawned(name=name)
     except BaseException as exc:  # the sentinel says why in one line, and stops retrying
         conn.send_bytes(pickle.dumps((None, f"{type(exc).__name__}: {exc}"), _PROTOCOL))
         raise
     conn.send_bytes(pickle.dumps((None, None), _PROTOCOL))
+    report_to(lambda fraction, note: _send_progress(conn, fraction, note))
+    try:
+        _serve(conn, config, pipeline)
+    finally:
+        pipeline.close()  # sends what the error reporters hold, within a bound
+
+
+def _send_progress(conn: Connection, fraction: float, note: str | None) -> None:
+    with contextlib.suppress(OSError):  # the sentinel is gone: it is no task's failure
+        conn.send_bytes(pickle.dumps((PROGRESS, (fraction, note)), _PROTOCOL))
+
+
+def _serve(conn: Connection, config: Config, pipeline: Pipeline) -> None:
     ran = 0
     while True:
         try:

@@ -79,12 +79,17 @@ _PLUGIN_KEYS: dict[str, tuple[Check, Any]] = {
 
 
 def _plugins(value: Any, path: KeyPath) -> Any:
+    """Loading rules, and the options of hook-only plugins by entry-point name
+    (``"prometheus": {"port": 9191}``), which the plugin checks and reads itself."""
     value = mapping()(value, path)
     out = {key: default for key, (_, default) in _PLUGIN_KEYS.items()}
     for key, item in value.items():
-        if key not in _PLUGIN_KEYS:
+        if key in _PLUGIN_KEYS:
+            out[key] = _PLUGIN_KEYS[key][0](item, path / key)
+        elif isinstance(key, str) and isinstance(item, Mapping):
+            out[key] = FrozenMap(item)
+        else:
             raise unknown_key(key, _PLUGIN_KEYS, path)
-        out[key] = _PLUGIN_KEYS[key][0](item, path / key)
     return FrozenMap(out)
 
 
@@ -217,8 +222,9 @@ class Config:
     signer: str = _key("hmac", driver(), "Signer driver name or dotted path.")
     plugins: Mapping[str, Any] = _key(
         FrozenMap({"disabled": (), "strict": False, "trace": False}), _plugins,
-        "Plugin loading: disabled (names), strict (fail on a broken plugin), trace (log hooks).",
-        expected="a mapping with keys disabled, strict, trace")
+        "Plugin loading: disabled (names), strict (fail on a broken plugin), trace (log hooks); "
+        "and a hook-only plugin's options under its name.",
+        expected="a mapping with keys disabled, strict, trace, and plugin name -> options")
 
     # -- Django Q's broker keys (see LEGACY_BROKER_KEYS)
     broker_class: str | None = _key(None, text(none=True, pattern=DOTTED,

@@ -11,13 +11,12 @@ print enqueued, completed, lost and run twice (see them with ``-s``).
 from __future__ import annotations
 
 import re
-import signal
 import uuid
 from collections import Counter
 
 import pytest
 from qhive_testkit.outcomes import enqueue_many, get_broker, runs, successes, tasks_of
-from qhive_testkit.qcluster import QCluster, wait_until
+from qhive_testkit.qcluster import wait_until
 
 T = "qhive_testkit.tasks"
 
@@ -53,22 +52,6 @@ def cluster_settings(django_project):
     reset()
 
 
-@pytest.fixture
-def qcluster(django_project, tmp_path):
-    """``qcluster(q_cluster)``: a running ``manage.py qcluster``; every one still running
-    at the end of the test is killed."""
-    started: list[QCluster] = []
-
-    def start(q_cluster: dict) -> QCluster:
-        cluster = QCluster(django_project, q_cluster, tmp_path / f"qcluster{len(started)}.log")
-        started.append(cluster)
-        cluster.wait_for_log("running (pid")
-        return cluster
-
-    yield start
-    for cluster in started:
-        if cluster.process.poll() is None:
-            cluster.signal_group(signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -3,7 +3,6 @@ and, for the cluster tests, ``Q_CLUSTER`` per test and real ``qcluster`` process
 
 from __future__ import annotations
 
-import signal
 import uuid
 
 import pytest
@@ -11,7 +10,6 @@ from qhive_testkit.ironmq_emulator import (  # noqa: F401 (fixtures)
     ironmq_emulator,
     ironmq_emulator_process,
 )
-from qhive_testkit.qcluster import QCluster
 
 
 @pytest.fixture
@@ -38,20 +36,3 @@ def cluster_settings(django_project):
         override.disable()
     reset()  # forget the brokers built for this test's emulator
 
-
-@pytest.fixture
-def qcluster(django_project, tmp_path):
-    """``qcluster(q_cluster)``: a running ``manage.py qcluster``; every one still
-    running at the end of the test is killed."""
-    started = []
-
-    def start(q_cluster: dict) -> QCluster:
-        cluster = QCluster(django_project, q_cluster, tmp_path / f"qcluster{len(started)}.log")
-        started.append(cluster)
-        cluster.wait_for_log("running (pid")
-        return cluster
-
-    yield start
-    for cluster in started:
-        if cluster.process.poll() is None:
-            cluster.signal_group(signal.SIGKILL)

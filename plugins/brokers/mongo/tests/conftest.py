@@ -4,7 +4,6 @@ the cluster tests, ``Q_CLUSTER`` per test and real ``qcluster`` processes."""
 
 from __future__ import annotations
 
-import signal
 import uuid
 
 import pytest
@@ -12,7 +11,6 @@ from qhive_testkit.mongo_server import (  # noqa: F401 (fixtures)
     mongo_server_process,
     mongo_test_server,
 )
-from qhive_testkit.qcluster import QCluster
 
 
 @pytest.fixture
@@ -40,20 +38,3 @@ def cluster_settings(django_project):
         override.disable()
     reset()  # forget the brokers built for this test's server
 
-
-@pytest.fixture
-def qcluster(django_project, tmp_path):
-    """``qcluster(q_cluster)``: a running ``manage.py qcluster``; every one still running
-    at the end of the test is killed with its process group."""
-    started = []
-
-    def start(q_cluster: dict) -> QCluster:
-        cluster = QCluster(django_project, q_cluster, tmp_path / f"qcluster{len(started)}.log")
-        started.append(cluster)
-        cluster.wait_for_log("running (pid")
-        return cluster
-
-    yield start
-    for cluster in started:
-        if cluster.process.poll() is None:
-            cluster.signal_group(signal.SIGKILL)

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 from qhive_testkit.outcomes import enqueue_many, rows_of, runs, successes, tasks_of
-from qhive_testkit.qcluster import QCluster, wait_until
+from qhive_testkit.qcluster import wait_until
 from qhive_testkit.services import MotoServer
 
 T = "qhive_testkit.tasks"
@@ -52,23 +52,6 @@ def cluster_settings(django_project, moto_server):
     reset()
 
 
-@pytest.fixture
-def qcluster(django_project, tmp_path):
-    """``qcluster(q_cluster, wait=True)``: a running ``manage.py qcluster``; every one
-    still running at the end of the test is killed."""
-    started: list[QCluster] = []
-
-    def start(q_cluster: dict, wait: bool = True) -> QCluster:
-        cluster = QCluster(django_project, q_cluster, tmp_path / f"qcluster{len(started)}.log")
-        started.append(cluster)
-        if wait:
-            cluster.wait_for_log("running (pid")
-        return cluster
-
-    yield start
-    for cluster in started:
-        if cluster.process.poll() is None:
-            cluster.stop(signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- helpers

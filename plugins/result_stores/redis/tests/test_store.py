@@ -126,6 +126,16 @@ def test_an_unreachable_redis_gives_a_clear_error(make_config):
         store.save(make_result())
 
 
+def test_ping_asks_the_server(make_config):
+    """What a cluster asks as it starts and ``qhealth`` on every probe."""
+    assert RedisResultStore(config=make_config(), redis=URL).ping() is True
+    port = free_port()
+    dead = RedisResultStore(config=make_config(), redis=f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(RedisStoreConnectionError, match=r"^qhive-store-redis: ping failed: "
+                                                        r"cannot reach Redis at 127\.0\.0\.1"):
+        dead.ping()
+
+
 def test_a_redis_error_names_the_store_and_the_server(make_config, raw_redis):
     store = RedisResultStore(config=make_config(), redis=URL)
     task_id = uuid.uuid4().hex

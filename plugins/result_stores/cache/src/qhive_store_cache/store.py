@@ -142,6 +142,12 @@ class CacheResultStore(ResultStore):
                 f"settings.CACHES (it has: {known}); set Q_CLUSTER['cache'] to one of them",
                 key="cache") from exc
 
+    def ping(self) -> bool:
+        """Read one key: a cache whose server is down raises (Redis, the database); one
+        whose backend hides its errors (Memcached) cannot be asked more than this."""
+        self._cache().get(f"{self.prefix}ping")
+        return True
+
     def close(self) -> None:
         if not settings.configured:  # never used: nothing to close
             return

@@ -189,6 +189,12 @@ class RedisResultStore(ProcessLocal, ResultStore):
             raise RedisStoreError(f"qhive-store-redis: {what} failed on Redis at "
                                   f"{self.address}: {type(exc).__name__}: {exc}") from exc
 
+    def ping(self) -> bool:
+        """Ask Redis once: a cluster does as it starts, ``qhealth`` on every probe."""
+        with self._talking("ping"):
+            self._script()
+            return bool(self._client.ping())  # type: ignore[union-attr]
+
     # -- keys
 
     def _group_key(self, group: str) -> str:

@@ -1,0 +1,7 @@
+"""Prometheus metrics of a qhive cluster, from hooks of its sentinel.
+
+A hook-only plugin (entry point ``prometheus`` of ``qhive.plugins``:
+:mod:`qhive_metrics_prometheus.hooks`), switched on per cluster by
+``Q_CLUSTER["plugins"]["prometheus"] = {"port": 9191}``. Importing this package imports
+neither ``prometheus_client`` nor Django.
+"""
