@@ -180,6 +180,32 @@ def fmt_ratio(value: float | None) -> str:
     return f"{value:.2f}×" if value < 100 else f"{value:,.0f}×"
 
 
+def metric_row(metric: Metric, cells: list[str]) -> str:
+    """One row of a ratio table: the metric, its direction, then ``cells``."""
+    return (f"| {metric.short} ({metric.unit}) | "
+            f"{'higher' if metric.higher_is_better else 'lower'} | " + " | ".join(cells) + " |")
+
+
+def ratio_table(table: dict, system: str, baseline: str, brokers: list[str]) -> list[str]:
+    """Markdown rows: ``system`` ÷ ``baseline`` on each of ``brokers``, per metric of
+    RATIO_KEYS, each ratio with both medians."""
+    metrics = {m.key: m for m in METRICS}
+    lines = ["| metric | better | " + " | ".join(brokers) + " |",
+             "|" + "---|" * (2 + len(brokers))]
+    for key in RATIO_KEYS:
+        metric = metrics[key]
+        cells = []
+        for broker in brokers:
+            r = ratio(table, system, broker, key, baseline=baseline)
+            ours = (table.get(f"{system} / {broker}") or {}).get(key)
+            base = (table.get(f"{baseline} / {broker}") or {}).get(key)
+            cells.append(f"**{fmt_ratio(r)}** ({fmt(ours and ours['median'], metric.digits)} "
+                         f"vs {fmt(base and base['median'], metric.digits)} {metric.unit})"
+                         if r is not None else "—")
+        lines.append(metric_row(metric, cells))
+    return lines
+
+
 # --------------------------------------------------------------------------- markdown
 
 
@@ -231,22 +257,7 @@ def markdown(data: dict, table: dict) -> str:
         add("Ratio of the medians (qhive's value divided by Django Q2's). Read each row with its "
             "direction: for a *higher is better* metric a ratio above 1 favours qhive, for a "
             "*lower is better* metric a ratio below 1 does.\n")
-    header = "| metric | better | " + " | ".join(brokers) + " |"
-    if brokers:
-        add(header)
-        add("|" + "---|" * (2 + len(brokers)))
-    for key in RATIO_KEYS if brokers else []:
-        metric = metrics[key]
-        cells = []
-        for broker in brokers:
-            r = ratio(table, OURS, broker, key)
-            ours = (table.get(f"{OURS} / {broker}") or {}).get(key)
-            base = (table.get(f"{BASELINE} / {broker}") or {}).get(key)
-            cells.append(f"**{fmt_ratio(r)}** ({fmt(ours and ours['median'], metric.digits)} "
-                         f"vs {fmt(base and base['median'], metric.digits)} {metric.unit})"
-                         if r is not None else "—")
-        add(f"| {metric.short} ({metric.unit}) | "
-            f"{'higher' if metric.higher_is_better else 'lower'} | " + " | ".join(cells) + " |")
+        lines += ratio_table(table, OURS, BASELINE, brokers)
     add("")
     skipped = [(label, e["skip"]) for label, e in data["systems"].items() if e.get("skip")]
     for label, why in skipped:
@@ -261,21 +272,7 @@ def markdown(data: dict, table: dict) -> str:
         if not pairs:
             continue
         add(f"## qhive ÷ {before} (before/after), same broker, same run\n")
-        add("| metric | better | " + " | ".join(pairs) + " |")
-        add("|" + "---|" * (2 + len(pairs)))
-        for key in RATIO_KEYS:
-            metric = metrics[key]
-            cells = []
-            for broker in pairs:
-                r = ratio(table, OURS, broker, key, baseline=before)
-                now = (table.get(f"{OURS} / {broker}") or {}).get(key)
-                then = (table.get(f"{before} / {broker}") or {}).get(key)
-                cells.append(f"**{fmt_ratio(r)}** ({fmt(now and now['median'], metric.digits)} "
-                             f"vs {fmt(then and then['median'], metric.digits)} {metric.unit})"
-                             if r is not None else "—")
-            add(f"| {metric.short} ({metric.unit}) | "
-                f"{'higher' if metric.higher_is_better else 'lower'} | " + " | ".join(cells)
-                + " |")
+        lines += ratio_table(table, OURS, before, pairs)
         add("")
 
     # targets of issue 4
@@ -312,11 +309,8 @@ def markdown(data: dict, table: dict) -> str:
         add("| metric | better | " + " | ".join(data["systems"][p]["name"] for p in peers) + " |")
         add("|" + "---|" * (2 + len(peers)))
         for key in RATIO_KEYS:
-            metric = metrics[key]
-            cells = [fmt_ratio(ratio(table, data["systems"][p]["name"], "redis", key))
-                     for p in peers]
-            add(f"| {metric.short} ({metric.unit}) | "
-                f"{'higher' if metric.higher_is_better else 'lower'} | " + " | ".join(cells) + " |")
+            add(metric_row(metrics[key], [
+                fmt_ratio(ratio(table, data["systems"][p]["name"], "redis", key)) for p in peers]))
         add("")
 
     add("![ratios](ratios.png)\n")

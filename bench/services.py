@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from qhive_testkit.disque_server import free_port_pair as disque_port_pair
+from qhive_testkit.services import free_port
 from systems.base import REPO_DIR, Services
 
 SERVICES_DIR = Path(__file__).resolve().parent / ".services"
@@ -81,7 +83,8 @@ class ServiceManager:
 
     # ------------------------------------------------------------------ test servers
     def _start_test_server(self, name: str) -> int:
-        port = _free_port_pair() if name == "disque" else _free_port()
+        # Disque also listens on port + 10000 (its cluster bus)
+        port = disque_port_pair() if name == "disque" else free_port()
         folder = SERVICES_DIR / name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
@@ -237,23 +240,6 @@ TEST_SERVER_WHAT = {
     "mongo": "qhive-testkit's wire-protocol server (mockupdb over mongomock, in Python)",
     "disque": "disque-server 0192ba7, built from source (the real server)",
 }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _free_port_pair() -> int:
-    """A port N with N + 10000 free too (Disque's cluster bus)."""
-    for _ in range(100):
-        port = _free_port()
-        if port + 10000 < 65536 and _port_free(port + 10000):
-            return port
-    raise ServiceError("no free port pair for disque-server")
 
 
 def _connect(port: int) -> None:

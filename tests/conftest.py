@@ -1,4 +1,3 @@
-"""Fixtures of the end-to-end tests. ``cluster_settings`` and ``qcluster`` come from
-the testkit (``qhive_testkit.qcluster``, a plugin of the whole session)."""
-
-from qhive_testkit.services import redis_server  # noqa: F401 (a fixture)
+"""Fixtures of the end-to-end tests come from the testkit, a plugin of the whole run:
+``cluster_settings`` and ``qcluster`` (``qhive_testkit.qcluster``), ``redis_server``,
+``make_pipeline`` and the rest (``qhive_testkit.fixtures``)."""

@@ -14,25 +14,12 @@ import re
 import signal
 import sys
 import time
-from collections import Counter
 
+from qhive_testkit.outcomes import report, runs, tasks_of
 from qhive_testkit.qcluster import QCluster, wait_until
 from qhive_testkit.services import RedisServer, redis_url, require
 
 T = "qhive_testkit.tasks"
-
-
-def runs(path) -> Counter:
-    """How often each recorded task ran: value -> executions."""
-    if not path.exists():
-        return Counter()
-    return Counter(json.loads(line)["values"][0] for line in path.read_text().splitlines())
-
-
-def tasks_of(q: dict):
-    from qhive_store_orm.models import Task
-
-    return Task.objects.using(q["result_store_options"]["database"]).filter(cluster=q["name"])
 
 
 def queued(q: dict) -> int:
@@ -45,15 +32,6 @@ def taken(q: dict) -> int:
     from qhive_broker_orm.models import QueuedTask
 
     return QueuedTask.objects.using(q["orm"]).filter(queue=q["name"], deliveries__gte=1).count()
-
-
-def report(what: str, enqueued: int, counts: Counter) -> tuple[int, int]:
-    """Print the fault test's tally; return (lost, run twice)."""
-    lost = enqueued - len(counts)
-    twice = sum(1 for n in counts.values() if n > 1)
-    print(f"{what}: {enqueued} enqueued, {len(counts)} completed, {lost} lost, "
-          f"{twice} run twice")
-    return lost, twice
 
 
 # --------------------------------------------------------------------------- item 1
@@ -126,7 +104,7 @@ def test_a_failing_result_store_stops_the_intake_and_nothing_runs_twice(
     redis_server.start()
     wait_until(lambda: len(runs(path)) == 201, what="every task to run")
     cluster.wait_for_log("result store reachable again")
-    lost, twice = report("result store down for 8 s", 201, runs(path))
+    lost, twice = report("result store down for 8 s", path, 201)
     assert (lost, twice) == (0, 0)
     log = cluster.log()
     assert "pusher:" not in log, log  # the broker connection was never broken under it
@@ -160,7 +138,7 @@ def test_a_stop_during_a_store_outage_is_bounded_and_loses_nothing(
     second = qcluster(q)
     wait_until(lambda: all(result(i) is not None for i in ids), within=120,
                what="every task's result")
-    lost, twice = report("stopped during a store outage", 20, runs(path))
+    lost, twice = report("stopped during a store outage", path, 20)
     assert lost == 0 and twice <= unsaved[0]  # only those it said it left unsaved
     assert second.stop() == 0
 

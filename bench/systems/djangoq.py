@@ -29,6 +29,8 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
+from qhive_testkit import ironmq_emulator  # the test server's credentials (bench/services.py)
+
 from systems.base import REPO_DIR, WORKLOADS_FILE, Services, System
 
 CLUSTER_NAME = "bench"
@@ -88,12 +90,15 @@ def _baseline_requirements(ref: str) -> list[str]:
     commit = subprocess.run(["git", "-C", str(REPO_DIR), "rev-parse", "--short=12", ref],
                             capture_output=True, text=True, check=True).stdout.strip()
     tree = REPO_DIR / "bench" / ".envs" / "src" / commit
-    if not tree.exists():
-        tree.mkdir(parents=True)
+    if not tree.exists():  # extracted beside it and renamed: never half a tree
+        partial = tree.with_name(f"{commit}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         archive = subprocess.run(["git", "-C", str(REPO_DIR), "archive", commit, "core",
                                   "django_integration", "plugins"], capture_output=True,
                                  check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
+        partial.rename(tree)
     plugins = [tree / path.relative_to(REPO_DIR) for path in QHIVE_PLUGINS]
     return [str(tree / "core"), str(tree / "django_integration"),
             *(str(path) for path in plugins if path.exists()), DJANGO, PSYCOPG]
@@ -169,10 +174,10 @@ class DjangoQueue(System):
     def __init__(self, name: str, broker: str, skip: str | None = None) -> None:
         self.name, self.broker, self.skip = name, broker, skip
         kind, _, ref = name.partition("@")
-        flavour = FLAVOURS[kind]
+        self.flavour = FLAVOURS[kind]
         self.requirements = _baseline_requirements(ref) if ref else REQUIREMENTS[name]
         self.venv_name = name
-        self.key_packages = flavour["key_packages"]
+        self.key_packages = self.flavour["key_packages"]
         self.slug = f"{name}_{broker}".replace("-", "_")
         self._template_ready = False
         self.settings_text = self._describe(None)
@@ -210,7 +215,8 @@ class DjangoQueue(System):
             q_cluster["sqs"] = dict(AWS_KEYS)
         elif self.broker == "ironmq":
             q_cluster["iron_mq"] = {"host": "127.0.0.1", "port": port, "protocol": "http",
-                                    "token": IRONMQ_TOKEN, "project_id": IRONMQ_PROJECT}
+                                    "token": ironmq_emulator.TOKEN,
+                                    "project_id": ironmq_emulator.PROJECT_ID}
         elif self.broker == "mongo":
             q_cluster["mongo"] = {"host": f"mongodb://127.0.0.1:{port}/"}
             q_cluster["mongo_db"] = CLUSTER_NAME
@@ -228,19 +234,17 @@ class DjangoQueue(System):
             where = "Redis broker; results on PostgreSQL"
         else:
             where = f"{self.broker} broker on a local test server; results on PostgreSQL"
-        q_cluster = {k: v for k, v in self._q_cluster(services).items()
-                     if k not in ("redis", "iron_mq", "mongo", "disque_nodes")}
-        for key in ("redis", "iron_mq", "mongo", "disque_nodes"):
-            if key in self._q_cluster(services):
-                q_cluster[key] = "{the test server}" if key != "redis" else "{host, port, db}"
+        q_cluster = self._q_cluster(services)
+        for key in ("redis", "iron_mq", "mongo", "disque_nodes"):  # ports: not settings
+            if key in q_cluster:
+                q_cluster[key] = "{host, port, db}" if key == "redis" else "{the test server}"
         return (f"`Q_CLUSTER = {json.dumps(q_cluster)}`; {where}; "
                 f"CONN_MAX_AGE={db['CONN_MAX_AGE']}; defaults otherwise: "
-                f"{FLAVOURS[self.name.partition('@')[0]]['defaults']}. "
-                f"Worker: `manage.py qcluster`.")
+                f"{self.flavour['defaults']}. Worker: `manage.py qcluster`.")
 
     # ------------------------------------------------------------------ the interface
     def prepare(self, workdir: Path, services: Services) -> None:
-        flavour = FLAVOURS[self.name.partition("@")[0]]
+        flavour = self.flavour
         (workdir / "benchproj").mkdir(parents=True, exist_ok=True)
         files = {
             "manage.py": MANAGE_PY,
@@ -324,10 +328,6 @@ class DjangoQueue(System):
         client.close()
 
 
-IRONMQ_TOKEN = "qhive-emulator-token"  # qhive_testkit.ironmq_emulator's defaults
-IRONMQ_PROJECT = "5e1f0c0de0000000000000a1"
-
-
 def _purge_sqs(port: int) -> None:
     import boto3
 
@@ -344,8 +344,9 @@ def _purge_ironmq(port: int) -> None:
     import urllib.request
 
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/3/projects/{IRONMQ_PROJECT}/queues/{CLUSTER_NAME}",
-        method="DELETE", headers={"Authorization": f"OAuth {IRONMQ_TOKEN}"})
+        f"http://127.0.0.1:{port}/3/projects/{ironmq_emulator.PROJECT_ID}/queues/"
+        f"{CLUSTER_NAME}", method="DELETE",
+        headers={"Authorization": f"OAuth {ironmq_emulator.TOKEN}"})
     try:
         urllib.request.urlopen(request, timeout=10).close()
     except urllib.error.HTTPError as exc:

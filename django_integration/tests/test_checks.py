@@ -208,3 +208,23 @@ def test_the_cache_warning_says_why_and_what_to_do(q_cluster):
     assert message == ("Q_CLUSTER['cache'] names the cache 'results', which is not in "
                        "settings.CACHES (it has: 'default'); Q_CLUSTER['cached'] keeps "
                        "results there")
+
+
+def test_the_extras_named_in_hints_are_the_packages_extras():
+    """``pip install "qhive-django[x]"`` in a hint is only as good as pyproject.toml's extras."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from qhive_django import checks as qhive_checks
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    named = set()
+    for extra, requirements in extras.items():
+        for requirement in requirements:
+            dist = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
+            for kind, (prefix, _names) in qhive_checks._FIRST_PARTY.items():
+                if dist == f"{prefix}-{extra}":
+                    named.add((kind, extra))
+    assert named == qhive_checks._EXTRAS

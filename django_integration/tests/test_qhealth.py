@@ -6,6 +6,7 @@ the way a cluster saves them (:class:`qhive.cluster.stat.StatStore`, signed)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from qhive.cluster.stat import STOPPING, Stat
 from qhive_testkit.qcluster import wait_until
-from qhive_testkit.services import RedisServer, redis_url, require
+from qhive_testkit.services import redis_url, require
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,19 +36,11 @@ HOST = socket.gethostname()
 
 
 @pytest.fixture
-def project(q_cluster):
-    """``project(**settings)``: ``Q_CLUSTER`` of a project of its own (its own ``name``),
-    applied here too (``q_cluster``) for the test's own reads; by default the ORM broker
-    and result store on the test project's SQLite database."""
-    def apply(**more) -> dict:
-        q = {"result_store": "orm", "workers": 1, "guard_cycle": 0.2, "poll": 0.05, **more}
-        if q["result_store"] == "orm":
-            q["result_store_options"] = {"database": "default"}
-        if not {"redis", "broker", "broker_class"} & set(more):
-            q["orm"] = "default"
-        return q_cluster(memory=False, **q)
-
-    return apply
+def project(cluster_settings):
+    """``project(**settings)``: the testkit's ``cluster_settings`` with one worker (the ORM
+    broker and result store on the test project's SQLite database unless ``settings``
+    choose others)."""
+    return functools.partial(cluster_settings, workers=1)
 
 
 @pytest.fixture
@@ -112,28 +105,20 @@ def test_no_cluster_is_unhealthy_and_says_how_to_start_one(project, qhealth):
         f"save its statistics in the broker (OrmBroker))"]
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    """A Redis of this test's own, which it may stop (never the shared one)."""
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
-
-
-def test_a_dead_broker_fails_the_probe_while_the_cluster_runs(own_redis, project, qcluster,
+def test_a_dead_broker_fails_the_probe_while_the_cluster_runs(redis_server, project, qcluster,
                                                              qhealth):
-    q = project(redis=own_redis.url)  # stats in that Redis; results in SQLite
+    q = project(redis=redis_server.url)  # stats in that Redis; results in SQLite
     cluster = qcluster(q)
     wait_until(cluster.stat, within=60, what="the cluster's statistics")
     assert qhealth(q).returncode == 0
 
-    own_redis.stop()
+    redis_server.stop()
     done = qhealth(q)
     assert cluster.process.poll() is None  # the cluster outlives its broker: only the probe fails
     assert done.returncode == 1
     broker, stats = lines(done.stderr)
     assert broker.startswith("cannot reach the broker (RedisBroker, queue "), broker
-    assert f"127.0.0.1:{own_redis.port}" in broker and "redis-server" in broker, broker
+    assert f"127.0.0.1:{redis_server.port}" in broker and "redis-server" in broker, broker
     assert stats == (f"cluster {q['name']!r}: state unknown, its statistics are kept in the "
                      f"broker (RedisBroker), which does not answer (see above)")
 
@@ -233,7 +218,8 @@ def test_without_statistics_the_probe_fails_unless_backends_only(django_project,
                                                                  qhealth, tmp_path):
     # A broker and a result store that can keep no statistics: no cluster can be seen.
     q = project(broker_class="qhive_broker_sqlitefile.SqliteFileBroker",
-                 broker_options={"path": str(tmp_path / "queue.db")}, result_store="memory")
+                broker_options={"path": str(tmp_path / "queue.db")}, result_store="memory",
+                result_store_options={})
     path = os.pathsep.join([str(SQLITEFILE), django_project.env()["PYTHONPATH"]])
 
     done = qhealth(q, PYTHONPATH=path)

@@ -11,7 +11,6 @@ reads packaging metadata and imports nothing.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -27,6 +26,7 @@ from qhive.errors import (
     DriverConflictError,
     DriverLoadError,
     UnknownDriverError,
+    did_you_mean,
 )
 
 #: kind -> (entry-point group, the contract its drivers implement)
@@ -169,10 +169,9 @@ def load_driver(kind: str, name: str, registry: DriverRegistry | None = None) ->
         installed = sorted({ep.name for ep in entry_points(group)} | set(
             registry.names(kind) if registry else ()
         ))
-        hint = difflib.get_close_matches(name, installed, n=1)
         raise UnknownDriverError(
             f"unknown {label} {name!r}; installed: {', '.join(installed) or 'none'}"
-            + (f" — did you mean {hint[0]!r}?" if hint else "")
+            + did_you_mean(name, installed)
         )
     if len(matches) > 1:
         owners = [describe(group, ep, kind) for ep in matches]

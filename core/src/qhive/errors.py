@@ -7,6 +7,9 @@ config key, the plugin and its distribution) and, where there is one, the fix.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class QhiveError(Exception):
     """Base class of qhive's own errors."""
@@ -79,3 +82,11 @@ class TaskTimeout(QhiveError):
 
 class TaskFunctionNotFound(QhiveError, LookupError):
     """A task names a function that cannot be imported."""
+
+
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """``" — did you mean 'timeout'?"``: the known name nearest ``name`` (case ignored),
+    for the end of an error message; ``""`` when none is near."""
+    lowered = {k.lower(): k for k in known}
+    match = difflib.get_close_matches(str(name).lower(), list(lowered), n=1)
+    return f" — did you mean {lowered[match[0]]!r}?" if match else ""

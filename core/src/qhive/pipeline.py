@@ -69,6 +69,7 @@ class Pipeline:
         self._registered: list[Any] = []
         self._cache_stores: dict[int | None, ResultStore] = {}
         self._routes: dict[str, Pipeline] = {}
+        self._reporting: Reporting | None = None
         self.owner: Pipeline | None = None  # the pipeline a for_thread() copy was made of
         self.pm.hook.qhive_configure.call_historic(kwargs={"config": config})
 
@@ -138,23 +139,22 @@ class Pipeline:
     def codec(self) -> TaskCodec:
         return build_codec(self.config, self.pm.driver_registry)
 
-    @cached_property
+    @property
     def reporting(self) -> Reporting:
         """The configured error reporters that could be built, as a plugin."""
         return self.load_reporters()
 
     def load_reporters(self, *, quiet: bool = False) -> Reporting:
         """Build the reporters (once); ``quiet``: their failures were said elsewhere."""
-        if "reporting" not in self.__dict__:
-            reporting = Reporting(build_reporters(
+        if self._reporting is None:
+            self._reporting = Reporting(build_reporters(
                 dict(self.config.error_reporter),
                 lambda name, options: self._build("reporter", name, options,
                                                   f"error_reporter.{name}"),
                 quiet=quiet))
-            self.pm.register(reporting, name=f"reporters:{id(self)}")
-            self._registered.append(reporting)
-            self.__dict__["reporting"] = reporting
-        return self.__dict__["reporting"]
+            self.pm.register(self._reporting, name=f"reporters:{id(self)}")
+            self._registered.append(self._reporting)
+        return self._reporting
 
     def for_thread(self) -> Pipeline:
         """This pipeline with driver instances of its own (unpickled copies, which
@@ -164,7 +164,7 @@ class Pipeline:
         copy = object.__new__(Pipeline)
         copy.__dict__.update(self.__dict__)
         copy._registered, copy._cache_stores, copy._routes = [], {}, {}
-        copy.__dict__.pop("reporting", None)
+        copy._reporting = None
         copy.owner = self
         for name in ("broker", "result_store"):
             driver = getattr(self, name)
@@ -172,8 +172,8 @@ class Pipeline:
         return copy
 
     def close(self) -> None:
-        if "reporting" in self.__dict__:
-            self.__dict__["reporting"].flush()
+        if self._reporting is not None:
+            self._reporting.flush()
         for name in ("broker", "result_store"):
             if name in self.__dict__:
                 self.__dict__[name].close()

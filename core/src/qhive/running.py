@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from qhive.contracts import TaskResult
     from qhive.pipeline import Pipeline
 
+
 class TaskStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

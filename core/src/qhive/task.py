@@ -8,13 +8,12 @@ of a chain, the parts of an ``async_iter``): the option keywords of
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import importlib
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from qhive.errors import BadPackage, TaskFunctionNotFound
+from qhive.errors import BadPackage, TaskFunctionNotFound, did_you_mean
 from qhive.naming import humanize
 
 
@@ -94,10 +93,9 @@ def split_options(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
         raise TypeError(f"q_options must be a dict of options, got {q_options!r}")
     unknown = [key for key in q_options if key not in OPTION_KEYS]
     if unknown:
-        hint = difflib.get_close_matches(str(unknown[0]), OPTION_KEYS, n=1)
         raise TypeError(f"unknown q_options key {unknown[0]!r}"
-                        + (f" — did you mean {hint[0]!r}?" if hint else
-                           f"; options are: {', '.join(OPTION_KEYS)}"))
+                        + (did_you_mean(unknown[0], OPTION_KEYS)
+                           or f"; options are: {', '.join(OPTION_KEYS)}"))
     options = {}
     for key in OPTION_KEYS:
         if key in q_options:
@@ -151,8 +149,7 @@ def check_options(options: Mapping[str, Any]) -> None:
     :raises TypeError: a ``hook`` that is neither a callable nor a dotted path.
     """
     timeout = options.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                                or not timeout > 0):
+    if timeout is not None and not (_is_number(timeout) and timeout > 0):
         raise ValueError(f"async_task(timeout=...) must be a number of seconds > 0 or None, "
                          f"got {timeout!r}")
     hook = options.get("hook")

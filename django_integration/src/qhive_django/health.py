@@ -14,8 +14,8 @@ Healthy (exit 0) when all three hold, within ``timeout`` seconds in all:
   one alive. The age is read on this host's clock against the cluster's: with
   ``--any-host`` clocks must agree to within ``max_age``;
 * **its broker answers** ``ping()``;
-* **its result store answers** ``ping()`` (a store that cannot tell, the Redis
-  one for instance, answers True without asking its server).
+* **its result store answers** ``ping()`` (only as well as the store can tell: the
+  cache store's cannot fail on a cache backend that hides its errors, Memcached's).
 
 The three are asked in parallel, each in a daemon thread that is left behind when
 it does not answer in time, so a server that accepts connections and never

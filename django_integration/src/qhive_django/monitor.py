@@ -230,7 +230,6 @@ def _rate(per_day: int) -> tuple[float, str]:
     return float(per_day), "day"
 
 
-
 def _schedules() -> int | None:
     """Schedules that will still run (``repeats`` not 0); None without the table."""
     # Models need the app registry: this module is imported before Django is set up.
@@ -503,6 +502,7 @@ def info(broker: Broker | None = None, *, stream: IO[str] | None = None) -> bool
     stats = stat_store(broker)
     clusters = stats.get_all(Stat) if stats.keeper is not None else None
     numbers = summary(broker, get_pipeline().result_store, clusters)
+
     def shown(value: Any, digits: int = 0) -> str:
         if value is None:
             return "-"
@@ -687,4 +687,3 @@ def memory(run_once: bool = False, workers: bool = False, broker: Broker | None 
     else:
         _live(term, stream, lambda: frame(live=True))
     return list(shown)
-

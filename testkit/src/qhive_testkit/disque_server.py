@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from qhive_testkit.services import services_required
+from qhive_testkit.services import answers_ping, stop_process, unavailable
 
 #: The repository's build script (present in a clone, not in an installed testkit).
 BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "disque.sh"
@@ -42,12 +42,6 @@ BUILD_TIMEOUT = 900.0
 BUS_OFFSET = 10000
 #: Client ports are chosen here, so that the bus port stays below 65536.
 PORTS = (20000, 55000)
-
-
-def _unavailable(reason: str) -> None:
-    if services_required():
-        pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @functools.cache
@@ -82,7 +76,7 @@ def disque_server_binary() -> str:
     under ``QHIVE_REQUIRE_SERVICES=1``) where it cannot be had."""
     path, reason = _find_binary()
     if path is None:
-        _unavailable(reason or "disque-server is not available")
+        unavailable(reason or "disque-server is not available")
     return path
 
 
@@ -95,22 +89,13 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _free_port_pair() -> int:
+def free_port_pair() -> int:
     """A client port whose bus port (+10000) is free too."""
     for _ in range(200):
         port = random.randrange(*PORTS)
         if _bindable(port) and _bindable(port + BUS_OFFSET):
             return port
     raise RuntimeError("no free pair of ports for a disque-server")
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
-    except OSError:
-        return False
 
 
 class DisqueServer:
@@ -144,7 +129,7 @@ class DisqueServer:
         """Start it (again on the same port after :meth:`stop`; jobs are not kept)."""
         for _ in range(5):  # another process may take a port between the look and the start
             if not self.port:
-                self.port = _free_port_pair()
+                self.port = free_port_pair()
             home = self.folder / f"disque-{self.port}"
             home.mkdir(parents=True, exist_ok=True)
             args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
@@ -155,7 +140,7 @@ class DisqueServer:
             self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL, cwd=home)
             deadline = time.monotonic() + within
-            while not _answers(self.port):
+            while not answers_ping(self.port):
                 if self.process.poll() is not None:
                     break
                 if time.monotonic() > deadline:
@@ -177,13 +162,8 @@ class DisqueServer:
     def stop(self, within: float = 30.0) -> None:
         """SIGTERM, as an administrator's stop (SIGKILL if it lingers)."""
         if self.process is not None and self.process.poll() is None:
-            self.resume()
-            self.process.terminate()
-            try:
-                self.process.wait(within)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.resume()  # a frozen node would never act on the SIGTERM
+        stop_process(self.process, within)
         self.process = None
 
     def kill(self) -> None:

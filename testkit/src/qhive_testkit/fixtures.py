@@ -21,6 +21,7 @@ from qhive.config import Config
 from qhive.pipeline import Pipeline
 
 from qhive_testkit.recording_server import RecordingServer
+from qhive_testkit.services import redis_server as redis_server  # a fixture: loaded with these
 
 
 @pytest.fixture

@@ -77,6 +77,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from qhive_testkit.services import stop_process
+
 __all__ = ["PROJECT_ID", "TOKEN", "EmulatorProcess", "IronMQEmulator", "ironmq_emulator",
            "ironmq_emulator_process"]
 
@@ -341,14 +343,16 @@ class _State:
         return {"messages": [{"id": m.id, "body": m.body, "reserved_count": m.reserved_count}
                              for m in queue.peek(n, self.now())]}
 
+    def _deletable(self, queue: _Queue, message_id: str, reservation_id: Any) -> None:
+        """Refuse the delete unless the message is not reserved and no reservation id is
+        given (none is needed then), or ``reservation_id`` is its current one."""
+        message = queue.messages.get(message_id)
+        if message is None or message.reservation_id is not None or reservation_id:
+            self._held(queue, message_id, reservation_id)
+
     def delete(self, name: str, message_id: str, body: dict) -> dict:
         queue = self.queue(name)
-        message = queue.messages.get(message_id)
-        reservation = body.get("reservation_id")
-        if message is not None and message.reservation_id is None and not reservation:
-            del queue.messages[message_id]  # not reserved: no reservation id needed
-            return {"msg": "Deleted"}
-        self._held(queue, message_id, reservation)
+        self._deletable(queue, message_id, body.get("reservation_id"))
         del queue.messages[message_id]
         return {"msg": "Deleted"}
 
@@ -364,10 +368,7 @@ class _State:
         for item in items:  # all or none: check every one first
             if not isinstance(item, dict) or not isinstance(item.get("id"), str):
                 raise _Refused(400, "each of ids must be an object with an id")
-            message = queue.messages.get(item["id"])
-            if not (message is not None and message.reservation_id is None
-                    and not item.get("reservation_id")):
-                self._held(queue, item["id"], item.get("reservation_id"))
+            self._deletable(queue, item["id"], item.get("reservation_id"))
             doomed.append(item["id"])
         for message_id in doomed:
             queue.messages.pop(message_id, None)
@@ -631,13 +632,7 @@ class EmulatorProcess:
 
     def stop(self) -> None:
         """SIGTERM; every queue and message is gone (the state is in memory)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process is not None and self.process.stdout is not None:
             self.process.stdout.close()
         self.process = None

@@ -42,11 +42,9 @@ import datetime as dt
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -60,7 +58,7 @@ from mongomock.store import ServerStore
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from qhive_testkit.services import free_port
+from qhive_testkit.services import free_port, stop_process, wait_until_up
 
 __all__ = ["MONGO_URL_ENV", "ExternalMongo", "MongoServerProcess", "MongoTestServer", "main",
            "mongo_server_process", "mongo_test_server", "mongomock_client"]
@@ -413,24 +411,13 @@ class MongoServerProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "qhive_testkit.mongo_server", "--port", str(self.port),
                  "--state", str(self.state)], stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + within
-        while not _accepts(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"the MongoDB test server on port {self.port} did not start: "
-                            f"{self.log.read_text()[-2000:]}", pytrace=False)
-            time.sleep(0.05)
+        wait_until_up(self.process, self.port, what="the MongoDB test server", log=self.log,
+                      within=within)
         return self
 
     def stop(self) -> None:
         """SIGTERM, as an administrator's stop: the server saves its data and exits."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, within=60)
         self.process = None
 
 
@@ -441,15 +428,6 @@ class ExternalMongo:
 
     def __init__(self, url: str) -> None:
         self.url = url
-
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")

@@ -47,8 +47,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from qhive_testkit.services import free_port
-
 __all__ = ["EnvelopeItem", "Recorded", "RecordingServer", "rollbar_items", "sentry_events"]
 
 T = TypeVar("T")
@@ -128,11 +126,11 @@ def rollbar_items(requests: list[Recorded]) -> list[dict[str, Any]]:
 class RecordingServer:
     """A recording HTTP server on 127.0.0.1; see the module docstring.
 
-    :param port: the port to listen on (default: a free one).
+    :param port: the port to listen on (default: a free one, taken at :meth:`start`).
     """
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or 0
         self._requests: list[Recorded] = []
         self._arrived = threading.Condition()
         self._open = threading.Event()  # cleared while stalled
@@ -156,9 +154,11 @@ class RecordingServer:
 
     # -- running
     def start(self) -> RecordingServer:
+        # Port 0: the system picks a free one as it binds, so none can take it in between.
         server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
         server.daemon_threads = True  # a stalled request must not hold up stop()
         self._server = server
+        self.port = server.server_address[1]
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"recording-server-{self.port}", daemon=True)
         self._thread.start()

@@ -21,6 +21,10 @@ removes what a test leaves in Redis.
 
 Servers a test starts for itself: :class:`RedisServer` (fixture ``redis_server``) and
 :class:`MotoServer`, moto's AWS emulator over real HTTP (session fixture ``moto_server``).
+What every such server needs is here too, for the test servers of the other modules:
+:func:`free_port`, :func:`accepts` and :func:`answers_ping` (is it up?),
+:func:`wait_until_up` (after a start), :func:`stop_process` and :func:`unavailable` (skip,
+or fail under ``QHIVE_REQUIRE_SERVICES=1``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -113,15 +119,19 @@ def mysql_params() -> dict[str, Any]:
 
 def is_up(service: str, timeout: float = 0.5) -> bool:
     host, port, _ = SERVICES[service]
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return accepts(port, host, timeout)
 
 
 def services_required() -> bool:
     return os.environ.get("QHIVE_REQUIRE_SERVICES", "").strip() not in ("", "0")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the calling test because ``reason``; fail it instead under
+    ``QHIVE_REQUIRE_SERVICES=1``, where every service must be there."""
+    if services_required():
+        pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def require(service: str) -> None:
@@ -129,10 +139,7 @@ def require(service: str) -> None:
     if is_up(service):
         return
     host, port, start = SERVICES[service]
-    reason = f"{service} is not running on {host}:{port} (start it with: {start})"
-    if services_required():
-        pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
-    pytest.skip(reason)
+    unavailable(f"{service} is not running on {host}:{port} (start it with: {start})")
 
 
 def require_package_index() -> None:
@@ -144,10 +151,7 @@ def require_package_index() -> None:
         urllib.request.urlopen(urllib.request.Request(f"{index}/django/", method="HEAD"),
                                timeout=20).close()
     except OSError as exc:
-        reason = f"the package index {index} is unreachable ({exc})"
-        if services_required():
-            pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
-        pytest.skip(reason)
+        unavailable(f"the package index {index} is unreachable ({exc})")
 
 
 class RedisServer:
@@ -161,10 +165,7 @@ class RedisServer:
 
     def __init__(self, folder, *, persist: bool = True) -> None:
         if shutil.which("redis-server") is None:
-            reason = "redis-server is not installed (needed to stop and restart a Redis)"
-            if services_required():
-                pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
-            pytest.skip(reason)
+            unavailable("redis-server is not installed (needed to stop and restart a Redis)")
         self.folder = folder
         self.persist = persist
         self.port = free_port()
@@ -182,20 +183,13 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + within
-        while not _answers(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                log = self.folder / "redis.log"
-                tail = log.read_text()[-2000:] if log.exists() else "(no log)"
-                pytest.fail(f"redis-server on port {self.port} did not start: {tail}")
-            time.sleep(0.05)
+        wait_until_up(self.process, self.port, what="redis-server",
+                      log=self.folder / "redis.log", within=within, ready=answers_ping)
         return self
 
     def stop(self) -> None:
         """SIGTERM, as an administrator's stop: Redis flushes its AOF and exits."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+        stop_process(self.process)
         self.process = None
 
 
@@ -206,13 +200,50 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _answers(port: int) -> bool:
+def accepts(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """Whether something accepts a connection on ``host:port`` (a bare connection: no
+    request that a server would count)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def answers_ping(port: int) -> bool:
+    """Whether a Redis-protocol server (Redis, Disque) on ``port`` of 127.0.0.1 answers
+    ``PING``; one that asks for a password first (``-NOAUTH``) is up too."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
+
+
+def wait_until_up(process: subprocess.Popen, port: int, *, what: str, log: Path,
+                  within: float, ready: Callable[[int], bool] = accepts) -> None:
+    """Wait until ``ready(port)``, after ``process`` was started. If the process exits
+    first, or ``within`` seconds pass, stop it and fail the test with the end of ``log``."""
+    deadline = time.monotonic() + within
+    while not ready(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+            pytest.fail(f"{what} on port {port} did not start: {tail}", pytrace=False)
+        time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen | None, within: float = 30.0) -> None:
+    """SIGTERM, as an administrator's stop; SIGKILL if it is still there after ``within``
+    seconds. Nothing when it is not running."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(within)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture
@@ -237,10 +268,7 @@ class MotoServer:
 
     def __init__(self, folder) -> None:
         if importlib.util.find_spec("moto") is None:
-            reason = "moto is not installed (pip install 'moto[server]')"
-            if services_required():
-                pytest.fail(f"QHIVE_REQUIRE_SERVICES is set but {reason}", pytrace=False)
-            pytest.skip(reason)
+            unavailable("moto is not installed (pip install 'moto[server]')")
         self.folder = folder
         self.port = free_port()
         self.process = None
@@ -262,13 +290,8 @@ class MotoServer:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + within
-        while not _accepts(self.port):  # a bare connection: no request moto would count
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"moto server on port {self.port} did not start: "
-                            f"{log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        # accepts(): a bare connection, no request moto would count
+        wait_until_up(self.process, self.port, what="moto server", log=log, within=within)
         return self
 
     def enforce_auth(self) -> tuple[str, str]:
@@ -294,22 +317,8 @@ class MotoServer:
         return key["AccessKeyId"], key["SecretAccessKey"]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")

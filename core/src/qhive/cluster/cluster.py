@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import pickle
@@ -47,6 +48,7 @@ from qhive.cluster.monitor import Monitor
 from qhive.cluster.processes import Worker, describe_exit, spawn_worker, worker_context
 from qhive.cluster.pusher import Pusher, Queued
 from qhive.cluster.stat import IDLE, STARTING, STOPPED, STOPPING, WORKING, Stat, StatStore
+from qhive.cluster.worker import PROGRESS
 from qhive.config import Config
 from qhive.errors import SetupError
 from qhive.naming import humanize
@@ -264,7 +266,7 @@ class Cluster:
             result, exiting = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
             return False  # it died: the process sentinel tells the rest
-        if isinstance(result, str):  # progress of its task: (fraction, note)
+        if result == PROGRESS:  # progress of its task: (fraction, note)
             worker.progress = exiting
             return True
         if result is None:  # its start-up report: ready, or why not
@@ -426,17 +428,15 @@ class Cluster:
     # ------------------------------------------------------------------ stats
     @property
     def stat(self) -> Stat:
-        stat = self._stat
-        stat.status = self.status
-        stat.workers = [w.process.pid for w in self.workers]
-        stat.reincarnations = self.reincarnations
-        stat.task_q_size = len(self.pusher.queue)
-        stat.done_q_size = self.monitor.results.qsize()
-        stat.busy = sum(w.busy for w in self.workers)
-        stat.processed = self.monitor.processed
-        stat.failed = self.monitor.failed
-        stat.running = [entry for w in list(self.workers) if (entry := self._running(w))]
-        return stat
+        """The cluster now, a new :class:`Stat` each time (plugins read it from other
+        threads, the guard saves it)."""
+        workers = list(self.workers)
+        return dataclasses.replace(
+            self._stat, status=self.status, workers=[w.process.pid for w in workers],
+            reincarnations=self.reincarnations, task_q_size=len(self.pusher.queue),
+            done_q_size=self.monitor.results.qsize(), busy=sum(w.busy for w in workers),
+            processed=self.monitor.processed, failed=self.monitor.failed,
+            running=[entry for w in workers if (entry := self._running(w))])
 
     @staticmethod
     def _running(worker: Worker) -> dict[str, Any] | None:

@@ -4,7 +4,7 @@ Protocol: once set up, the worker reports ``(None, None)`` — or ``(None, error
 and exits if its set-up failed. Then one message each way per task: the
 sentinel sends the pickled task dict; the worker answers with the pickled
 ``(TaskResult, exiting)``, after any number of ``(PROGRESS, (fraction, note))``
-that the task sent with :func:`qhive.running.progress`. ``None`` asks the worker
+that the task sent with :func:`qhive.progress.progress`. ``None`` asks the worker
 to exit. A worker exits on its own after ``recycle`` tasks or when its memory
 passes ``max_rss`` — after answering, so nothing is lost.
 """
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from qhive.pipeline import Pipeline
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-#: First item of a progress report ``(PROGRESS, (fraction, note))`` (see qhive.running).
+#: First item of a progress report ``(PROGRESS, (fraction, note))`` (see qhive.progress).
 PROGRESS = "progress"
 
 

@@ -22,7 +22,6 @@ Nothing here imports Django or a broker client: the Django integration passes
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -61,7 +60,7 @@ from qhive.config.checks import (
 from qhive.config.frozen import FrozenMap
 from qhive.config.redaction import MASK as MASK  # re-exported: public here before the split
 from qhive.config.redaction import redact
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, did_you_mean
 
 __all__ = ["LEGACY_BROKER_KEYS", "SETTINGS", "Config", "FrozenMap", "Setting"]
 
@@ -466,8 +465,7 @@ _ROOT_ONLY = {
 
 def _unknown_cluster(cluster: str, source: str, name: str, alts: Mapping[str, Any]) -> ConfigError:
     known = [name, *alts]
-    match = difflib.get_close_matches(cluster, known, n=1)
-    hint = f" — did you mean {match[0]!r}?" if match else ""
+    hint = did_you_mean(cluster, known)
     return ConfigError(
         f"unknown cluster {cluster!r} (from {source}): it is neither Q_CLUSTER['name'] nor a key "
         f"of Q_CLUSTER['ALT_CLUSTERS']; known clusters: {', '.join(map(repr, known))}{hint}",

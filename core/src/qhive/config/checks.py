@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import logging
 import math
 import re
@@ -25,7 +24,7 @@ from typing import Any
 
 from qhive.config.frozen import FrozenMap, freeze
 from qhive.config.redaction import MASK, looks_secret, redact
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, did_you_mean
 
 # --------------------------------------------------------------------------- the machinery
 
@@ -111,10 +110,7 @@ def unknown_key(key: Any, known: Iterable[str], where: KeyPath) -> ConfigError:
     head = f"unknown key {path}" if where.parts else f"unknown Q_CLUSTER key {key!r}"
     if key in _REMOVED:
         return ConfigError(f"{head}: {_REMOVED[key]}", key=path.key)
-    lowered = {k.lower(): k for k in known}
-    match = difflib.get_close_matches(key.lower(), list(lowered), n=1)
-    hint = (f" — did you mean {lowered[match[0]]!r}?" if match
-            else " (see the configuration docs for the keys qhive knows)")
+    hint = did_you_mean(key, known) or " (see the configuration docs for the keys qhive knows)"
     return ConfigError(head + hint, key=path.key)
 
 

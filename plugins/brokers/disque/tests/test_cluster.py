@@ -11,82 +11,27 @@ print enqueued, completed, lost and run twice (see them with ``-s``).
 from __future__ import annotations
 
 import re
-import uuid
-from collections import Counter
 
-import pytest
-from qhive_testkit.outcomes import enqueue_many, get_broker, runs, successes, tasks_of
+from qhive_testkit.outcomes import (
+    assert_one_success_each,
+    enqueue_many,
+    get_broker,
+    report,
+    runs,
+    successes,
+    wait_for_sums,
+)
 from qhive_testkit.qcluster import wait_until
 
 T = "qhive_testkit.tasks"
 
 
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def cluster_settings(django_project):
-    """``cluster_settings(*servers, **settings)``: ``Q_CLUSTER`` on the Disque broker with
-    those nodes, for this test (its own name: its own queue and results), results in the
-    ORM store on the default database; applied on the web side too."""
-    from django.test import override_settings
-
-    overrides = []
-
-    def apply(*servers, **settings) -> dict:
-        q = {"name": f"dq{uuid.uuid4().hex[:10]}",
-             "disque_nodes": [server.address for server in servers],
-             "result_store_options": {"database": "default"}, "workers": 2,
-             "save_limit": 0, "guard_cycle": 0.2, **settings}
-        override = override_settings(Q_CLUSTER=q)
-        override.enable()
-        overrides.append(override)
-        return q
-
-    yield apply
-    for override in reversed(overrides):
-        override.disable()
-    # qhive_django caches pipelines by config: the next test's broker is its own
-    from qhive_django.conf import reset
-
-    reset()
-
-
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def report(what: str, enqueued: int, counts: Counter) -> tuple[int, int]:
-    """Print the fault test's tally; return (lost, run twice)."""
-    lost = enqueued - len(counts)
-    twice = sum(1 for n in counts.values() if n > 1)
-    print(f"\n{what}: {enqueued} enqueued, {len(counts)} completed, {lost} lost, "
-          f"{twice} run twice")
-    return lost, twice
-
-
-def assert_one_success_each(q: dict, ids) -> None:
-    done = successes(q)
-    assert done == set(ids), f"{len(set(ids) - done)} tasks have no successful result"
-    assert tasks_of(q).count() == len(ids), "one result per task: none extra, none failed"
-
-
-# --------------------------------------------------------------------------- tests
-
-
 def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qcluster,
                                                         disque_server):
-    q = cluster_settings(disque_server)
+    q = cluster_settings(disque_nodes=[disque_server.address])
     cluster = qcluster(q)
     assert "broker disque" in cluster.log()
-    ids = enqueue_many(f"{T}.add", [(n, 2000) for n in range(2000)])
-    wait_until(lambda: tasks_of(q).count() >= 2000, within=300, what="2000 results")
-    found = {t.id: (t.result, t.success, t.attempt_count) for t in tasks_of(q)}
-    assert len(found) == 2000
-    wrong = {i: found.get(i) for i, args in ids.items() if found.get(i) != (sum(args), True, 1)}
-    assert not wrong, f"{len(wrong)} tasks without their one correct result, e.g. " \
-                      f"{list(wrong.items())[:3]}"
+    wait_for_sums(q, enqueue_many(f"{T}.add", [(n, 2000) for n in range(2000)]))
     assert cluster.stat() is not None, "the cluster's statistics are in the result store"
     assert cluster.stop() == 0
     assert "stopped (2000 processed, 0 failed)" in cluster.log()
@@ -97,7 +42,7 @@ def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qclust
 def test_kill_9_of_the_whole_cluster_mid_load_loses_nothing(cluster_settings, qcluster,
                                                             disque_server, tmp_path):
     # retry: longer than the look at what is in flight below takes
-    q = cluster_settings(disque_server, retry=5)
+    q = cluster_settings(disque_nodes=[disque_server.address], retry=5)
     path = tmp_path / "runs.jsonl"
     cluster = qcluster(q)
     ids = enqueue_many(f"{T}.record", [(str(path), n) for n in range(1500)])
@@ -112,7 +57,7 @@ def test_kill_9_of_the_whole_cluster_mid_load_loses_nothing(cluster_settings, qc
 
     second = qcluster(q)
     wait_until(lambda: len(successes(q)) >= len(ids), within=300, what="every result")
-    lost, twice = report("kill -9 of the cluster, then a restart", len(ids), runs(path))
+    lost, twice = report("kill -9 of the cluster, then a restart", path, len(ids))
     assert lost == 0
     assert twice <= in_flight, "only tasks the killed cluster held may run twice"
     assert_one_success_each(q, ids)
@@ -125,7 +70,7 @@ def test_the_node_in_use_dies_the_cluster_carries_on_with_the_other(
     first, second = disque_servers(), disque_servers()
     first.meet(second)  # one Disque cluster: every job has a copy on both nodes
     by_address = {first.address: first, second.address: second}
-    q = cluster_settings(first, second, retry=2)
+    q = cluster_settings(disque_nodes=[first.address, second.address], retry=2)
     path = tmp_path / "runs.jsonl"
     ids = enqueue_many(f"{T}.record", [(str(path), n) for n in range(1500)])
     cluster = qcluster(q)
@@ -139,8 +84,8 @@ def test_the_node_in_use_dies_the_cluster_carries_on_with_the_other(
     assert ran_before < len(ids), "the node died mid-load"
 
     wait_until(lambda: len(successes(q)) >= len(ids), within=300, what="every result")
-    lost, _ = report(f"the Disque node in use killed after {ran_before} tasks ran",
-                     len(ids), runs(path))
+    lost, _ = report(f"the Disque node in use killed after {ran_before} tasks ran", path,
+                     len(ids))
     assert lost == 0
     assert_one_success_each(q, ids)
     assert cluster.process.poll() is None, "the cluster survives the loss of its node"

@@ -8,6 +8,7 @@ password start servers of their own (``disque_servers``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import pickle
 import subprocess
@@ -17,11 +18,12 @@ import time
 import uuid
 
 import pytest
+import qhive_testkit.broker
 from qhive.config import Config
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
 from qhive_broker_disque.broker import DisqueBroker
 from qhive_broker_disque.options import DEFAULT_TTL
-from qhive_testkit.disque_server import _free_port_pair
+from qhive_testkit.disque_server import free_port_pair
 
 #: Generous bounds for things that take milliseconds; they catch hangs, not slowness.
 WITHIN = 30.0
@@ -54,13 +56,8 @@ def make():
         broker.close()
 
 
-def take(broker, n, *, within=WITHIN, count=10):
-    """Dequeue until ``n`` messages came or ``within`` seconds passed."""
-    got = []
-    deadline = time.monotonic() + within
-    while len(got) < n and time.monotonic() < deadline:
-        got.extend(broker.dequeue(count=min(count, n - len(got)), timeout=1.0))
-    return got
+#: ``take(broker, n)``: dequeue until ``n`` messages came or ``within`` seconds passed.
+take = functools.partial(qhive_testkit.broker.take, within=WITHIN, count=10)
 
 
 def finish_within(seconds, func, *args):
@@ -95,7 +92,7 @@ def show(server, job_id):
 
 
 def dead_address():
-    return f"127.0.0.1:{_free_port_pair()}"  # nothing listens there
+    return f"127.0.0.1:{free_port_pair()}"  # nothing listens there
 
 
 # --------------------------------------------------------------------------- settings

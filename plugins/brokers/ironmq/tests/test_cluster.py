@@ -15,13 +15,19 @@ import re
 import signal
 
 from qhive_testkit.ironmq_emulator import EmulatorProcess
-from qhive_testkit.outcomes import enqueue_many, get_broker, rows_of, runs, successes, tasks_of
+from qhive_testkit.outcomes import (
+    assert_one_success_each,
+    enqueue_many,
+    get_broker,
+    report,
+    rows_of,
+    successes,
+    wait_for_sums,
+)
 from qhive_testkit.qcluster import QCluster, wait_until
 from qhive_testkit.services import free_port
 
 T = "qhive_testkit.tasks"
-
-
 
 
 def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qcluster,
@@ -31,13 +37,7 @@ def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qclust
     q = cluster_settings(iron_mq=ironmq_emulator_process.options(min_reservation_timeout=1))
     cluster = qcluster(q)
     assert "broker ironmq" in cluster.log()
-    ids = enqueue_many(f"{T}.add", [(n, 2000) for n in range(2000)])
-    wait_until(lambda: rows_of(q) >= 2000, within=300, what="2000 results")
-    found = {t.id: (t.result, t.success, t.attempt_count) for t in tasks_of(q)}
-    assert len(found) == 2000
-    wrong = {i: found.get(i) for i, args in ids.items() if found.get(i) != (sum(args), True, 1)}
-    assert not wrong, f"{len(wrong)} tasks without their one correct result, e.g. " \
-                      f"{list(wrong.items())[:3]}"
+    wait_for_sums(q, enqueue_many(f"{T}.add", [(n, 2000) for n in range(2000)]))
 
     # The broker keeps no statistics: qinfo finds the cluster's in the result store.
     def qinfo_showing_the_cluster() -> str | None:
@@ -77,14 +77,9 @@ def test_kill_9_of_the_cluster_mid_load_loses_nothing(cluster_settings, qcluster
 
     second = qcluster(q)
     wait_until(lambda: len(successes(q)) >= enqueued, within=300, what="every result")
-    counts = runs(path)
-    lost = enqueued - len(counts)
-    twice = sum(1 for n in counts.values() if n > 1)
-    print(f"kill -9 mid-load, then a restart: {enqueued} enqueued, {len(counts)} completed, "
-          f"{lost} lost, {twice} run twice")
+    lost, _ = report("kill -9 mid-load, then a restart", path, enqueued)
     assert lost == 0
-    assert successes(q) == set(ids), "every enqueued task has its successful result"
-    assert rows_of(q) == enqueued, "one result per task: none extra, none failed"
+    assert_one_success_each(q, ids)
     assert second.stop() == 0
     assert broker.queue_size() == 0 and broker.lock_size() == 0
 

@@ -86,8 +86,6 @@ def api(service, method, path, body=None, token=TOKEN):
     return response.status_code, response.json()
 
 
-
-
 def one_line(exc: BaseException) -> str:
     text = str(exc)
     assert "\n" not in text, text

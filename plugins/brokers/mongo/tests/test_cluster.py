@@ -18,12 +18,13 @@ import time
 
 import pytest
 from qhive_testkit.outcomes import (
-    counts,
+    assert_one_success_each,
     enqueue_many,
     get_broker,
+    report,
     rows_of,
     successes,
-    tasks_of,
+    wait_for_sums,
 )
 from qhive_testkit.qcluster import wait_until
 
@@ -34,18 +35,17 @@ T = "qhive_testkit.tasks"
 BULK = {"bulk": 10, "queue_limit": 20}
 
 
+def on(url: str) -> dict:
+    """The Q_CLUSTER keys of the MongoDB broker on the server at ``url``."""
+    return {"mongo": {"host": url}, "mongo_db": "qhive_e2e"}
+
+
 def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qcluster,
                                                         mongo_test_server):
-    q = cluster_settings(mongo_test_server.url, **BULK)
+    q = cluster_settings(**on(mongo_test_server.url), **BULK)
     cluster = qcluster(q)
     assert "broker mongo" in cluster.log()
-    ids = enqueue_many(f"{T}.add", [(n, 2000) for n in range(2000)])
-    wait_until(lambda: rows_of(q) >= 2000, within=300, what="2000 results")
-    found = {t.id: (t.result, t.success, t.attempt_count) for t in tasks_of(q)}
-    assert len(found) == 2000
-    wrong = {i: found.get(i) for i, args in ids.items() if found.get(i) != (sum(args), True, 1)}
-    assert not wrong, f"{len(wrong)} tasks without their one correct result, e.g. " \
-                      f"{list(wrong.items())[:3]}"
+    wait_for_sums(q, enqueue_many(f"{T}.add", [(n, 2000) for n in range(2000)]))
     # The broker keeps the statistics: the web process finds the cluster's there.
     stat = wait_until(cluster.stat, within=60, what="the cluster's statistics")
     assert stat.name == q["name"]
@@ -58,7 +58,7 @@ def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qclust
 def test_kill_9_of_the_cluster_mid_load_loses_nothing(cluster_settings, qcluster,
                                                       mongo_test_server, tmp_path):
     path = tmp_path / "runs.jsonl"
-    q = cluster_settings(mongo_test_server.url, retry=3, **BULK)
+    q = cluster_settings(**on(mongo_test_server.url), retry=3, **BULK)
     enqueued = 1000
     ids = enqueue_many(f"{T}.record", [(str(path), n) for n in range(enqueued)])
     cluster = qcluster(q)  # after the enqueue: it is surely killed mid-load
@@ -73,12 +73,9 @@ def test_kill_9_of_the_cluster_mid_load_loses_nothing(cluster_settings, qcluster
 
     second = qcluster(q)
     wait_until(lambda: len(successes(q)) >= enqueued, within=300, what="every result")
-    completed, lost, twice = counts(path, enqueued)
-    print(f"kill -9 mid-load, then a restart: {enqueued} enqueued, {completed} completed, "
-          f"{lost} lost, {twice} run twice")
+    lost, _ = report("kill -9 mid-load, then a restart", path, enqueued)
     assert lost == 0
-    assert successes(q) == set(ids), "every enqueued task has its successful result"
-    assert rows_of(q) == enqueued, "one result per task: none extra, none failed"
+    assert_one_success_each(q, ids)
     assert second.stop() == 0
     assert broker.queue_size() == 0 and broker.lock_size() == 0
 
@@ -90,7 +87,7 @@ def test_the_server_stopped_for_10_seconds_under_load(cluster_settings, qcluster
         pytest.skip("$QHIVE_TEST_MONGO_URL names a server this test cannot stop")
     path = tmp_path / "runs.jsonl"
     server = mongo_server_process
-    q = cluster_settings(server.url, **BULK)
+    q = cluster_settings(**on(server.url), **BULK)
     enqueued = 1000
     ids = enqueue_many(f"{T}.record", [(str(path), n) for n in range(enqueued)])
     cluster = qcluster(q)  # after the enqueue: the outage comes under load
@@ -101,11 +98,10 @@ def test_the_server_stopped_for_10_seconds_under_load(cluster_settings, qcluster
     assert cluster.process.poll() is None, "the cluster survives the outage"
     server.start()  # the same port, the same data
     wait_until(lambda: len(successes(q)) >= enqueued, within=300, what="every result")
-    completed, lost, twice = counts(path, enqueued)
-    print(f"\nthe server stopped for 10 s with {stopped_at} results saved; after it came "
-          f"back: {enqueued} enqueued, {completed} completed, {lost} lost, {twice} run twice")
+    lost, _ = report(f"the server stopped for 10 s with {stopped_at} results saved; after "
+                     f"it came back", path, enqueued)
     assert lost == 0
-    assert successes(q) == set(ids) and rows_of(q) == enqueued
+    assert_one_success_each(q, ids)
     # The recovery is logged by the first call that works again, which may come after the
     # last result was saved (an acknowledgement still waiting for the server).
     cluster.wait_for_log("reachable again", within=60)

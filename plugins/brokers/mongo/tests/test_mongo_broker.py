@@ -51,8 +51,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-
-
 # --------------------------------------------------------------------------- settings
 
 

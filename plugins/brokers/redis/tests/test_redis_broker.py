@@ -9,6 +9,7 @@ port, with an append-only file in the test's folder).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -19,13 +20,13 @@ import time
 import uuid
 
 import pytest
+import qhive_testkit.broker
 import redis
 from qhive.config import Config
 from qhive.errors import BrokerConnectionError, ConfigError
 from qhive_broker_redis.broker import STATS_INDEX, STATS_VALUE, QueueKeys, RedisBroker
 from qhive_testkit.services import (
     REDIS_OTHER_DB,
-    RedisServer,
     free_port,
     redis_address,
     redis_options,
@@ -62,21 +63,7 @@ def make():
         broker.close()
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    """A ``redis-server`` of this test's own (append-only file in ``tmp_path``)."""
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
-
-
-def take(broker, n, *, within=WITHIN, count=10):
-    """Dequeue until ``n`` messages came or ``within`` seconds passed."""
-    got = []
-    deadline = time.monotonic() + within
-    while len(got) < n and time.monotonic() < deadline:
-        got.extend(broker.dequeue(count=min(count, n - len(got)), timeout=1.0))
-    return got
+take = functools.partial(qhive_testkit.broker.take, within=WITHIN, count=10)
 
 
 def finish_within(seconds, func, *args):
@@ -97,8 +84,6 @@ def finish_within(seconds, func, *args):
         pytest.fail(f"{getattr(func, '__name__', func)} still running after {seconds:.0f} s",
                     pytrace=False)
     return outcome
-
-
 
 
 # --------------------------------------------------------------------------- options
@@ -423,9 +408,9 @@ def test_blocked_consumers_all_get_work(make):
 # --------------------------------------------------------------------------- statistics
 
 
-def test_get_stats_never_scans_the_keyspace(own_redis):
-    broker = RedisBroker("q", redis=own_redis.url)
-    raw = redis.Redis(port=own_redis.port)
+def test_get_stats_never_scans_the_keyspace(redis_server):
+    broker = RedisBroker("q", redis=redis_server.url)
+    raw = redis.Redis(port=redis_server.port)
     try:
         # Keys that look like stats of the same project but were never set_stat'ed.
         with raw.pipeline(transaction=False) as pipe:
@@ -480,36 +465,36 @@ def test_an_unreachable_server_is_a_broker_connection_error(operation):
     assert "s3cret" not in text, "the password is in the error message"
 
 
-def test_a_frozen_server_gives_an_error_not_a_hang(own_redis, make):
-    broker = make(redis={"port": own_redis.port, "socket_timeout": 1.0})
+def test_a_frozen_server_gives_an_error_not_a_hang(redis_server, make):
+    broker = make(redis={"port": redis_server.port, "socket_timeout": 1.0})
     broker.enqueue(b"before")
     assert [m.payload for m in broker.dequeue()] == [b"before"]
-    os.kill(own_redis.process.pid, signal.SIGSTOP)  # our own server
+    os.kill(redis_server.process.pid, signal.SIGSTOP)  # our own server
     try:
         outcome = finish_within(WITHIN, broker.dequeue, 1, 5.0)
         assert isinstance(outcome.get("error"), BrokerConnectionError), outcome
         assert "did not answer" in str(outcome["error"])
     finally:
-        os.kill(own_redis.process.pid, signal.SIGCONT)
+        os.kill(redis_server.process.pid, signal.SIGCONT)
     broker.enqueue(b"after")
     assert [m.payload for m in take(broker, 1)] == [b"after"]
 
 
-def test_the_same_broker_works_again_after_a_server_restart(own_redis, make):
-    broker = make(redis=own_redis.url, retry=2)
+def test_the_same_broker_works_again_after_a_server_restart(redis_server, make):
+    broker = make(redis=redis_server.url, retry=2)
     payloads = [f"kept {i}".encode() for i in range(5)]
     broker.enqueue_many(payloads)
     [in_flight] = broker.dequeue()
     broker.set_stat("qhive:restart:cluster:x", b"stat", 600)
-    own_redis.stop()  # SIGTERM to the server this test started
+    redis_server.stop()  # SIGTERM to the server this test started
 
     for call in (broker.ping, lambda: broker.enqueue(b"lost"),
                  lambda: broker.dequeue(timeout=2), broker.lock_size):
         outcome = finish_within(WITHIN, call)
         assert isinstance(outcome.get("error"), BrokerConnectionError), outcome
-        assert f"127.0.0.1:{own_redis.port}/0" in str(outcome["error"])
+        assert f"127.0.0.1:{redis_server.port}/0" in str(outcome["error"])
 
-    own_redis.start()  # same port, same folder: the append-only file is read again
+    redis_server.start()  # same port, same folder: the append-only file is read again
     assert broker.ping()
     assert broker.queue_size() == 4 and broker.lock_size() == 1
     assert broker.get_stat("qhive:restart:cluster:x") == b"stat"

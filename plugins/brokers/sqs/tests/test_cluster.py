@@ -12,55 +12,23 @@ import re
 import signal
 import subprocess
 import time
-import uuid
 
-import pytest
-from qhive_testkit.outcomes import enqueue_many, rows_of, runs, successes, tasks_of
+from qhive_testkit.outcomes import (
+    assert_one_success_each,
+    enqueue_many,
+    get_broker,
+    report,
+    rows_of,
+    successes,
+    wait_for_sums,
+)
 from qhive_testkit.qcluster import wait_until
 from qhive_testkit.services import MotoServer
 
 T = "qhive_testkit.tasks"
 
 
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def cluster_settings(django_project, moto_server):
-    """``cluster_settings(server=moto_server, **settings)``: ``Q_CLUSTER`` on the SQS
-    broker for this test (its own name: its own queue and results), results in the
-    ORM store on the default database; applied on the web side too."""
-    from django.test import override_settings
-
-    overrides = []
-
-    def apply(server: MotoServer = moto_server, **settings) -> dict:
-        q = {"name": f"sqs-e2e-{uuid.uuid4().hex[:10]}", "sqs": server.sqs_options(),
-             "result_store_options": {"database": "default"}, "workers": 2,
-             "save_limit": 0, "guard_cycle": 0.2, "poll": 0.05, **settings}
-        override = override_settings(Q_CLUSTER=q)
-        override.enable()
-        overrides.append(override)
-        return q
-
-    yield apply
-    for override in reversed(overrides):
-        override.disable()
-    # qhive_django caches pipelines by config: the next test's broker is its own
-    from qhive_django.conf import reset
-
-    reset()
-
-
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def broker():
-    from qhive_django.conf import get_pipeline
-
-    return get_pipeline().broker
 
 
 def manage(django_project, q: dict, *args: str) -> str:
@@ -89,19 +57,13 @@ def monitor_screen(django_project, q: dict) -> str:
 
 
 def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qcluster,
-                                                       django_project):
+                                                       django_project, moto_server):
     from qhive_django.monitor import Stat
 
-    q = cluster_settings(bulk=10, queue_limit=20)
+    q = cluster_settings(sqs=moto_server.sqs_options(), bulk=10, queue_limit=20)
     cluster = qcluster(q)
     assert "broker sqs" in cluster.log()
-    ids = enqueue_many(f"{T}.add", [(n, 2000) for n in range(2000)])
-    wait_until(lambda: rows_of(q) >= 2000, within=300, what="2000 results")
-    found = {t.id: (t.result, t.success, t.attempt_count) for t in tasks_of(q)}
-    assert len(found) == 2000
-    wrong = {i: found.get(i) for i, args in ids.items() if found.get(i) != (sum(args), True, 1)}
-    assert not wrong, f"{len(wrong)} tasks without their one correct result, e.g. " \
-                      f"{list(wrong.items())[:3]}"
+    wait_for_sums(q, enqueue_many(f"{T}.add", [(n, 2000) for n in range(2000)]))
 
     # SQS keeps no statistics: the cluster keeps them in the result store, and the
     # monitoring commands find them there.
@@ -117,14 +79,15 @@ def test_drains_2000_tasks_with_one_correct_result_each(cluster_settings, qclust
 
     assert cluster.stop() == 0
     assert "stopped (2000 processed, 0 failed)" in cluster.log()
-    assert broker().queue_size() == 0 and broker().lock_size() == 0
-    broker().delete_queue()
+    broker = get_broker()
+    assert broker.queue_size() == 0 and broker.lock_size() == 0
+    broker.delete_queue()
 
 
 def test_kill_9_of_the_whole_cluster_mid_load_loses_nothing(cluster_settings, qcluster,
-                                                          tmp_path):
+                                                          moto_server, tmp_path):
     path = tmp_path / "runs.jsonl"
-    q = cluster_settings(retry=3, bulk=10, queue_limit=20)
+    q = cluster_settings(sqs=moto_server.sqs_options(), retry=3, bulk=10, queue_limit=20)
     # Queued before the cluster starts, so that it is killed with work waiting. (Not
     # more: moto's ReceiveMessage scans the whole queue a few times per message.)
     ids = enqueue_many(f"{T}.record", [(str(path), n) for n in range(400)])
@@ -132,7 +95,8 @@ def test_kill_9_of_the_whole_cluster_mid_load_loses_nothing(cluster_settings, qc
     wait_until(lambda: rows_of(q) >= 100, within=120, what="100 results")
     cluster.signal_group(signal.SIGKILL)  # kill -9 of the process group: sentinel and workers
     done_before = len(successes(q))
-    in_flight, waiting = broker().lock_size(), broker().queue_size()
+    broker = get_broker()
+    in_flight, waiting = broker.lock_size(), broker.queue_size()
     print(f"\nkilled the cluster with {done_before} of {len(ids)} results saved, "
           f"{in_flight} tasks taken but not acknowledged, {waiting} waiting")
     assert done_before < len(ids), "the cluster was killed mid-load"
@@ -140,23 +104,17 @@ def test_kill_9_of_the_whole_cluster_mid_load_loses_nothing(cluster_settings, qc
     second = qcluster(q)
     wait_until(lambda: len(successes(q)) >= len(ids), within=300, what="every result")
     assert second.stop() == 0
-    counts = runs(path)
-    completed = len(successes(q) & set(ids))
-    lost = len(ids) - completed
-    twice = sum(1 for n in counts.values() if n > 1)
-    print(f"kill -9 of the cluster: {len(ids)} enqueued, {completed} completed, {lost} lost, "
-          f"{twice} run twice")
-    assert lost == 0 and set(counts) == {args[1] for args in ids.values()}
-    assert successes(q) == set(ids) and rows_of(q) == len(ids), \
-        "one successful result per task: none extra, none failed"
-    assert broker().queue_size() == 0 and broker().lock_size() == 0
-    broker().delete_queue()
+    lost, _ = report("kill -9 of the cluster, then a restart", path, len(ids))
+    assert lost == 0
+    assert_one_success_each(q, ids)
+    assert broker.queue_size() == 0 and broker.lock_size() == 0
+    broker.delete_queue()
 
 
 def test_a_cluster_started_before_its_endpoint_waits_for_it(cluster_settings, qcluster,
                                                             tmp_path):
     server = MotoServer(tmp_path)  # its port chosen, not started yet
-    q = cluster_settings(server=server)
+    q = cluster_settings(sqs=server.sqs_options())
     cluster = qcluster(q)
     cluster.wait_for_log("broker cannot be reached yet")
     assert f"cannot reach SQS at {server.url}" in cluster.log()
@@ -179,4 +137,4 @@ def test_a_queue_that_must_exist_and_does_not_stops_the_start(cluster_settings, 
     assert cluster.wait(120) != 0
     log = cluster.log()
     assert "Q_CLUSTER['sqs']['create_queue'] is False" in log, log
-    assert "aws sqs create-queue --queue-name sqs-e2e-" in log, log
+    assert f"aws sqs create-queue --queue-name {q['name']}`" in log, log

@@ -47,7 +47,6 @@ class TestSqsFifoQueuePerMessageGroups(SqsContract):
         assert broker.fifo_queue and broker.capabilities.fifo is False
 
 
-
 #: Why the one-group FIFO queue skips some of the contract.
 HEAD_OF_LINE = ("SQS hands out a message group's next message only once those taken before "
                 "it are finished, and this test takes several without finishing them; "

@@ -504,8 +504,6 @@ def test_purge_twice_in_a_row(brokers):
 # --------------------------------------------------------------------------- errors
 
 
-
-
 def test_an_unreachable_endpoint_is_one_line(moto_server):
     endpoint = f"http://127.0.0.1:{free_port()}"
     broker = SqsBroker(name(), sqs={**moto_server.sqs_options(), "endpoint_url": endpoint})

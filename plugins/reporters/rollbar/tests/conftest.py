@@ -42,6 +42,3 @@ def items_saying(rollbar_server):
         return rollbar_server.wait_for(mine, what=f"a Rollbar item saying {text!r}")
 
     return find
-
-
-

@@ -88,8 +88,6 @@ def third_party_requirements() -> list[str]:
     return pinned
 
 
-
-
 def run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{argv} exited {done.returncode}:\n" \

@@ -27,9 +27,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis
+from qhive.contracts import ProcessLocal
 from qhive.errors import BrokerConnectionError, BrokerError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -48,7 +49,7 @@ CONNECT_TIMEOUT = 5.0
 _announced: set[str] = set()
 
 
-class NodeConnection:
+class NodeConnection(ProcessLocal):
     """The client of the node in use, and the failover to the next node.
 
     Pickles without its clients (a copy reconnects on first use, starting at the node
@@ -60,16 +61,12 @@ class NodeConnection:
         self.index: int | None = None  # of the node in use; None until one answered
         self._init_local_state()
 
+    #: Left behind by a pickled copy, which makes its own (ProcessLocal).
+    local_state = ("_clients", "_lock")
+
     def _init_local_state(self) -> None:
         self._clients: dict[int, redis.Redis] = {}
         self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"options": self.options, "index": self.index}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_local_state()
 
     @property
     def nodes(self) -> tuple[Node, ...]:

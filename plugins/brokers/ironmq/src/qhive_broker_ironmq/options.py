@@ -15,13 +15,12 @@ Nothing here imports the client: the checks (``manage.py check``) use this modul
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, did_you_mean
 
 __all__ = ["CLIENT_KEYS", "QHIVE_KEYS", "IronMQOptions", "check_options", "reservation_timeout"]
 
@@ -79,10 +78,9 @@ def check_options(value: Any) -> IronMQOptions:
     accepted = (*CLIENT_KEYS, *QHIVE_KEYS)
     for key in value:
         if key not in accepted:
-            close = difflib.get_close_matches(str(key), accepted, n=1)
             raise _error(f"iron_mq.IronMQ takes no option {key!r} in {SETTING}"
-                         + (f" — did you mean {close[0]!r}?" if close
-                            else f"; it takes: {', '.join(accepted)}"), str(key))
+                         + (did_you_mean(key, accepted) or f"; it takes: {', '.join(accepted)}"),
+                         str(key))
     client = {k: v for k, v in value.items() if k in CLIENT_KEYS and v is not None}
     for key in ("token", "project_id", "host", "path_prefix", "cloud"):
         if key in client and (not isinstance(client[key], str) or

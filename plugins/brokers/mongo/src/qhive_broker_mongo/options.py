@@ -10,7 +10,6 @@ broker builds its client, without connecting, when it is built.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from urllib.parse import parse_qsl
 from pymongo import MongoClient
 from pymongo.common import VALIDATORS
 from qhive.config.frozen import thaw
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, did_you_mean
 
 __all__ = ["DEFAULTS", "DEFAULT_DATABASE", "PLUGIN", "address", "check_collection",
            "check_database", "client_options", "server_selection_timeout"]
@@ -75,11 +74,9 @@ def client_options(mongo: Any) -> dict[str, Any]:
 
 
 def _unknown(name: Any, known: Mapping[str, str]) -> str:
-    close = difflib.get_close_matches(str(name).lower(), list(known), n=1, cutoff=0.6)
-    hint = f" — did you mean {known[close[0]]!r}?" if close else ""
     return (f"{PLUGIN}: pymongo.MongoClient takes no option {name!r} in Q_CLUSTER['mongo']"
-            f"{hint} (it takes MongoClient's keyword arguments; a mongodb:// URI goes in "
-            f"'host')")
+            f"{did_you_mean(name, known.values())} (it takes MongoClient's keyword arguments; "
+            f"a mongodb:// URI goes in 'host')")
 
 
 def _uri_option_names(host: Any) -> set[str]:

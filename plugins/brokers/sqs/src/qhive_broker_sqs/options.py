@@ -15,7 +15,6 @@ the credentials a session found are described in an error (never the secret).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import inspect
 import re
@@ -24,7 +23,7 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, did_you_mean
 
 __all__ = ["SETTING", "SqsOptions", "describe_credentials", "parse_options", "sqs_queue_name"]
 
@@ -93,11 +92,10 @@ def parse_options(value: Mapping[str, Any] | None, *, plugin: str) -> SqsOptions
             raise ConfigError(f"{plugin}: {SETTING}[{key!r}] is not supported: "
                               f"{_REFUSED[key]}", key=f"sqs.{key}")
         if key not in accepted:
-            close = difflib.get_close_matches(str(key), accepted, n=1)
             raise ConfigError(
                 f"{plugin}: unknown key {key!r} in {SETTING}"
-                + (f" — did you mean {close[0]!r}?" if close else
-                   f"; it takes: {', '.join(accepted)}"), key=f"sqs.{key}")
+                + (did_you_mean(key, accepted) or f"; it takes: {', '.join(accepted)}"),
+                key=f"sqs.{key}")
     for key in set(options) & set(session_keys()):
         if options[key] is not None and not isinstance(options[key], str):
             raise ConfigError(f"{plugin}: {SETTING}[{key!r}] must be a string, got "

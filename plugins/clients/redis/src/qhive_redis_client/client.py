@@ -7,14 +7,13 @@ name, in every error, the plugin and the setting the options came from.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, did_you_mean
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -49,10 +48,8 @@ def check_options(value: Any, *, plugin: str, source: str = "Q_CLUSTER['redis']"
     accepted = [p for p in inspect.signature(redis.Redis).parameters if p != "self"]
     for key in options:
         if key not in accepted:
-            close = difflib.get_close_matches(str(key), accepted, n=1)
             raise ConfigError(f"{plugin}: redis.Redis takes no option {key!r} in {source}"
-                              + (f" — did you mean {close[0]!r}?" if close else ""),
-                              key=f"redis.{key}")
+                              + did_you_mean(key, accepted), key=f"redis.{key}")
     if options.get("decode_responses"):
         raise ConfigError(f"{plugin}: decode_responses must be False in {source}: qhive "
                           f"stores bytes", key="redis.decode_responses")

@@ -41,10 +41,11 @@ class TaskMetrics:
         self.run_seconds = Histogram(
             "qhive_task_run_seconds", "Seconds from a worker starting a task to its result.",
             ["cluster", "func"], buckets=options.run_buckets, registry=registry)
+        # Its one label is the cluster's: labelled once, not per result.
         self.wait_seconds = Histogram(
             "qhive_task_queue_wait_seconds", "Seconds from enqueue to a worker starting the "
             "task (a redelivered task: from its first enqueue).", ["cluster"],
-            buckets=options.wait_buckets, registry=registry)
+            buckets=options.wait_buckets, registry=registry).labels(cluster)
 
     def observe(self, task: dict[str, Any], result: TaskResult) -> None:
         func = result.func
@@ -58,15 +59,15 @@ class TaskMetrics:
             if isinstance(enqueued, dt.datetime) and enqueued.tzinfo is not None:
                 # Two clocks (the caller's and the sentinel's): a small skew must not
                 # make a negative wait.
-                self.wait_seconds.labels(self.cluster).observe(
-                    max(0.0, run_started - enqueued.timestamp()))
+                self.wait_seconds.observe(max(0.0, run_started - enqueued.timestamp()))
 
 
 class ClusterCollector(Collector):
     """What the sentinel knows, read at each scrape (on the HTTP server's thread).
 
-    Reads plain attributes the sentinel's threads update (ints, lists, counters): a
-    scrape takes no lock of the cluster and changes nothing in it.
+    The cluster's :attr:`~qhive.cluster.Cluster.stat`, the numbers ``qinfo`` and
+    ``qmonitor`` show, plus what the stat lacks: the results not yet saved, and the
+    backend errors. A scrape takes no lock of the cluster.
     """
 
     def __init__(self, cluster: Any, probe: QueueSizeProbe) -> None:
@@ -76,33 +77,34 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         cluster, label = self.cluster, [self.label]
+        stat = cluster.stat  # what qinfo and qmonitor show, as of this read
 
         size = self.probe.size()
         if size is not None:
             yield _gauge("qhive_queue_size", "Tasks waiting in the broker for this cluster's "
                          "queue (read at most once a second).", label, size)
         yield _gauge("qhive_tasks_prefetched", "Tasks taken from the broker, waiting for a "
-                     "worker of this cluster.", label, len(cluster.pusher.queue))
+                     "worker of this cluster.", label, stat.task_q_size)
+        # Not stat.done_q_size: that leaves out the batch being saved, held while the
+        # result store fails.
         yield _gauge("qhive_results_unsaved", "Results of this cluster not yet saved in the "
                      "result store.", label, cluster.monitor.unsaved)
 
-        workers = list(cluster.workers)
-        busy = sum(1 for w in workers if w.busy)
         family = GaugeMetricFamily("qhive_workers", "Worker processes, busy running a task "
                                    "or idle.", labels=["cluster", "state"])
-        family.add_metric([self.label, "busy"], busy)
-        family.add_metric([self.label, "idle"], len(workers) - busy)
+        family.add_metric([self.label, "busy"], stat.busy)
+        family.add_metric([self.label, "idle"], len(stat.workers) - stat.busy)
         yield family
         yield _gauge("qhive_workers_configured", "Worker processes the cluster keeps "
-                     "(Q_CLUSTER['workers']).", label, cluster.config.workers)
+                     "(Q_CLUSTER['workers']).", label, stat.configured_workers)
         yield _counter("qhive_worker_restarts", "Worker processes replaced: recycled, died "
-                       "or killed at a timeout.", label, cluster.reincarnations)
+                       "or killed at a timeout.", label, stat.reincarnations)
 
         # As the cluster counts them (the "processed" and "failed" of qinfo and the stop line).
         yield _counter("qhive_cluster_tasks_processed", "Results the cluster saved.", label,
-                       cluster.monitor.processed)
+                       stat.processed)
         yield _counter("qhive_cluster_tasks_failed", "Failed results the cluster saved.", label,
-                       cluster.monitor.failed)
+                       stat.failed)
 
         # The pusher only talks to the broker; the monitor to the store, and to the broker
         # as it acknowledges. .get(): no iteration over a Counter another thread may grow.

@@ -9,11 +9,12 @@ cluster's options, and the key a problem names, are that entry's.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from qhive.errors import did_you_mean
 
 if TYPE_CHECKING:
     from qhive.config import Config
@@ -93,8 +94,7 @@ def _show(value: Any) -> str:
 
 
 def _unknown(config: Config, key: Any) -> str:
-    match = difflib.get_close_matches(str(key), _KEYS, n=1)
-    hint = f" — did you mean {match[0]!r}?" if match else f" (known: {', '.join(_KEYS)})"
+    hint = did_you_mean(key, _KEYS) or f" (known: {', '.join(_KEYS)})"
     return f"Prometheus metrics: unknown key {key!r} in {setting(config)}{hint}"
 
 

@@ -33,7 +33,6 @@ items still being sent (``rollbar.wait()`` has no timeout: it runs on a helper t
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import threading
 from collections.abc import Mapping
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import rollbar
 from qhive.contracts import Reporter
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, did_you_mean
 from qhive.reporting import TASK_FIELDS, first_task_frame, task_fields
 
 if TYPE_CHECKING:
@@ -97,10 +96,9 @@ class RollbarReporter(Reporter):
                                                                             "url_fields"}
         unknown = sorted(set(options) - known)
         if unknown:
-            hint = difflib.get_close_matches(unknown[0], sorted(known), n=1)
             raise ConfigError(
                 f"rollbar reporter: unknown option {unknown[0]!r} in {SETTING}"
-                + (f" — did you mean {hint[0]!r}?" if hint else "")
+                + did_you_mean(unknown[0], sorted(known))
                 + f"; every key but 'access_token' and 'environment' is a keyword of "
                   f"rollbar.init (pyrollbar {rollbar.__version__})",
                 key=f"error_reporter.rollbar.{unknown[0]}")
@@ -189,10 +187,3 @@ def printable(error: BaseException) -> BaseException:
         stand_in.__cause__, stand_in.__context__ = error.__cause__, error.__context__
         stand_in.__suppress_context__ = error.__suppress_context__
         return stand_in
-
-
-
-
-
-
-

@@ -34,7 +34,6 @@ another process) makes its own.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import platform
 import sys
@@ -44,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import sentry_sdk
 from qhive.contracts import ProcessLocal, Reporter
-from qhive.errors import ConfigError
+from qhive.errors import ConfigError, did_you_mean
 from qhive.reporting import TASK_CALLER, TASK_FIELDS, task_fields
 from sentry_sdk.consts import DEFAULT_OPTIONS
 from sentry_sdk.utils import event_from_exception
@@ -88,10 +87,9 @@ class SentryReporter(ProcessLocal, Reporter):
                 key="error_reporter.sentry.dsn")
         unknown = sorted(set(options) - set(DEFAULT_OPTIONS) - {"dsn"})
         if unknown:
-            hint = difflib.get_close_matches(unknown[0], list(DEFAULT_OPTIONS), n=1)
             raise ConfigError(
                 f"sentry reporter: unknown option {unknown[0]!r} in {SETTING}"
-                + (f" — did you mean {hint[0]!r}?" if hint else "")
+                + did_you_mean(unknown[0], DEFAULT_OPTIONS)
                 + f"; every key but 'dsn' is an option of sentry_sdk.Client "
                   f"(sentry-sdk {sentry_sdk.VERSION})",
                 key=f"error_reporter.sentry.{unknown[0]}")
@@ -162,12 +160,6 @@ def mark_caller_frames(event: dict[str, Any]) -> None:
         first = calls[-1] + 1 if calls[-1] + 1 < len(frames) else calls[-1]
         for frame in frames[:first]:
             frame["in_app"] = False
-
-
-
-
-
-
 
 
 def _dsn_host(dsn: str) -> str:
