@@ -1,8 +1,8 @@
 # ruff: noqa: RUF001  (the multiplication sign and en dash in the report are meant)
-"""``results.json`` -> ``report.md`` and ``ratios.png``.
+"""``results.json`` -> ``report.md``, ``ratios.png`` and the scaling charts.
 
 Run by ``run.py`` at the end; ``python bench/report.py [RESULTS_DIR]`` (in the harness
-venv: ``bench/.envs/harness/bin/python``) rewrites both from an existing ``results.json``.
+venv: ``bench/.envs/harness/bin/python``) rewrites them from an existing ``results.json``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import scaling
 from measure import percentile
 
 BASELINE = "django-q2"
 OURS = "qhive"
-BROKERS = ["orm-sqlite", "orm-postgres", "redis", "sqs", "ironmq", "mongo", "disque"]
+REDIS_STORE = "redis+redis-store"
+BROKERS = ["orm-sqlite", "orm-postgres", "redis", REDIS_STORE, "sqs", "ironmq", "mongo",
+           "disque"]
+#: Django Q2's broker a qhive broker variant is compared with: it has no Redis result store.
+DQ2_BROKER = {REDIS_STORE: "redis"}
+#: The peers of the headline tables, on Redis; qhive's systems on Redis they are compared to.
+HEADLINE_PEERS = {"huey": "Huey", "dramatiq": "Dramatiq"}
+OURS_ON_REDIS = {"redis": "redis (results in PostgreSQL)",
+                 REDIS_STORE: "redis+redis-store (results in Redis)"}
 MB = 1024 * 1024
 
 
@@ -119,12 +128,40 @@ METRICS = [
 RATIO_KEYS = ["drain_rate", "worker_rate", "enqueue_rate", "latency_p50", "latency_p95",
               "idle_latency", "cpu_per_task", "server_cpu_per_task", "peak_rss", "peak_pss",
               "first_result"]
-#: issue #4's targets: qhive ÷ Django Q2 on the same broker (drain, peak RSS), p50 in ms.
-TARGETS = {
-    "orm-postgres": {"drain": 4.0, "p50_ms": 10.0, "rss": 0.6},
-    "orm-sqlite": {"drain": 3.0, "p50_ms": 30.0, "rss": 0.6},
-    "redis": {"drain": 4.0, "p50_ms": 2.0, "rss": 0.6},
-}
+
+
+@dataclass
+class Target:
+    """One acceptance bound of issue #17 on qhive's system on ``broker``: on the median of
+    ``key`` (``against`` None), or on its ratio to the median of the system ``against``
+    (a label). At least ``bound`` for a higher-is-better metric, at most otherwise."""
+
+    item: str
+    broker: str
+    key: str
+    bound: float
+    against: str | None = None
+    against_name: str = ""
+
+
+def _huey(key: str, bound: float) -> Target:
+    return Target("1", REDIS_STORE, key, bound, "huey / redis", "Huey")
+
+
+#: Issue #17's acceptance, items 1, 2 (item 3 per broker: targets_markdown; item 4 from
+#: the scaling curves).
+TARGETS = [
+    _huey("drain_rate", 1.2), _huey("worker_rate", 1.2),
+    Target("1", REDIS_STORE, "latency_p50", 1.0), Target("1", REDIS_STORE, "idle_latency", 2.0),
+    _huey("cpu_per_task", 1.0), _huey("peak_pss", 1.0),
+    Target("2", "redis", "drain_rate", 2500),
+    Target("2", "orm-postgres", "drain_rate", 2000), Target("2", "orm-postgres", "latency_p50", 2),
+    Target("2", "orm-sqlite", "drain_rate", 2500), Target("2", "orm-sqlite", "latency_p50", 3),
+    Target("2", "orm-sqlite", "idle_latency", 20),
+]
+FIRST_RESULT_MAX = 0.3  # s, item 3, every broker
+MEMORY_VS_DQ2_MAX = 0.6  # peak RSS and PSS ÷ Django Q2's, item 3
+IO_IDEAL_MIN = (8, 0.9)  # item 4: 8 workers, ≥ 90 % of the ideal of scale_io
 
 
 # --------------------------------------------------------------------------- numbers
@@ -159,11 +196,25 @@ def table_of(data: dict) -> dict[str, dict[str, dict | None]]:
 
 def ratio(table: dict, system: str, broker: str, key: str,
           baseline: str = BASELINE) -> float | None:
-    ours = (table.get(f"{system} / {broker}") or {}).get(key)
-    base = (table.get(f"{baseline} / {broker}") or {}).get(key)
-    if not ours or not base or not base["median"]:
-        return None
-    return ours["median"] / base["median"]
+    """``system`` ÷ ``baseline`` on ``broker`` (Django Q2: on its broker of DQ2_BROKER)."""
+    return ratio_of(table, f"{system} / {broker}", baseline_label(baseline, broker), key)
+
+
+def baseline_label(baseline: str, broker: str) -> str:
+    if baseline == BASELINE:
+        broker = DQ2_BROKER.get(broker, broker)
+    return f"{baseline} / {broker}"
+
+
+def median(table: dict, label: str, key: str) -> float | None:
+    found = (table.get(label) or {}).get(key)
+    return found["median"] if found else None
+
+
+def ratio_of(table: dict, ours: str, theirs: str, key: str) -> float | None:
+    """The median of ``ours`` ÷ that of ``theirs`` (labels), or None."""
+    a, b = median(table, ours, key), median(table, theirs, key)
+    return a / b if a is not None and b else None
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -186,21 +237,28 @@ def metric_row(metric: Metric, cells: list[str]) -> str:
             f"{'higher' if metric.higher_is_better else 'lower'} | " + " | ".join(cells) + " |")
 
 
-def ratio_table(table: dict, system: str, baseline: str, brokers: list[str]) -> list[str]:
+def ratio_table(table: dict, system: str, baseline: str, brokers: list[str],
+                headers: dict[str, str] | None = None) -> list[str]:
     """Markdown rows: ``system`` ÷ ``baseline`` on each of ``brokers``, per metric of
-    RATIO_KEYS, each ratio with both medians."""
+    RATIO_KEYS, each ratio with both medians; a column is headed by its broker, or by
+    ``headers[broker]``."""
+    return ratio_columns(table, [((headers or {}).get(b, b), f"{system} / {b}",
+                                  baseline_label(baseline, b)) for b in brokers])
+
+
+def ratio_columns(table: dict, columns: list[tuple[str, str, str]]) -> list[str]:
+    """Markdown rows: one column per ``(header, ours, theirs)`` (system labels) with
+    ours ÷ theirs per metric of RATIO_KEYS, each ratio with both medians."""
     metrics = {m.key: m for m in METRICS}
-    lines = ["| metric | better | " + " | ".join(brokers) + " |",
-             "|" + "---|" * (2 + len(brokers))]
+    lines = ["| metric | better | " + " | ".join(h for h, _, _ in columns) + " |",
+             "|" + "---|" * (2 + len(columns))]
     for key in RATIO_KEYS:
         metric = metrics[key]
         cells = []
-        for broker in brokers:
-            r = ratio(table, system, broker, key, baseline=baseline)
-            ours = (table.get(f"{system} / {broker}") or {}).get(key)
-            base = (table.get(f"{baseline} / {broker}") or {}).get(key)
-            cells.append(f"**{fmt_ratio(r)}** ({fmt(ours and ours['median'], metric.digits)} "
-                         f"vs {fmt(base and base['median'], metric.digits)} {metric.unit})"
+        for _, ours, theirs in columns:
+            r = ratio_of(table, ours, theirs, key)
+            cells.append(f"**{fmt_ratio(r)}** ({fmt(median(table, ours, key), metric.digits)} "
+                         f"vs {fmt(median(table, theirs, key), metric.digits)} {metric.unit})"
                          if r is not None else "—")
         lines.append(metric_row(metric, cells))
     return lines
@@ -211,14 +269,19 @@ def ratio_table(table: dict, system: str, baseline: str, brokers: list[str]) -> 
 
 def write(data: dict, out_dir: Path) -> None:
     table = table_of(data)
-    (out_dir / "report.md").write_text(markdown(data, table))
+    try:
+        charts = scaling.write_charts(data, out_dir)
+    except Exception as exc:  # a report without a chart is still a report
+        print(f"scaling charts not written: {exc}", file=sys.stderr)
+        charts = []
+    (out_dir / "report.md").write_text(markdown(data, table, charts))
     try:
         chart(data, table, out_dir / "ratios.png")
-    except Exception as exc:  # a report without a chart is still a report
+    except Exception as exc:
         print(f"chart not written: {exc}", file=sys.stderr)
 
 
-def markdown(data: dict, table: dict) -> str:
+def markdown(data: dict, table: dict, scaling_charts: list[str] | None = None) -> str:
     meta = data["meta"]
     metrics = {m.key: m for m in METRICS}
     lines: list[str] = []
@@ -248,16 +311,24 @@ def markdown(data: dict, table: dict) -> str:
         add("**Warning: the repository changed during this run** (qhive is installed "
             "editable): its repetitions measured different code. Run again.\n")
 
+    # headline: qhive vs Huey and Dramatiq on Redis
+    lines += headline_peers(data, table)
+
     # ratios: qhive vs Django Q2
-    brokers = [b for b in BROKERS if f"{BASELINE} / {b}" in table and f"{OURS} / {b}" in table]
+    brokers = [b for b in BROKERS
+               if baseline_label(BASELINE, b) in table and f"{OURS} / {b}" in table]
     add("## qhive ÷ Django Q2, same broker, same run\n")
     if not brokers:
         add("*No broker with both qhive and Django Q2 in this run: no ratios.*\n")
     if brokers:
         add("Ratio of the medians (qhive's value divided by Django Q2's). Read each row with its "
             "direction: for a *higher is better* metric a ratio above 1 favours qhive, for a "
-            "*lower is better* metric a ratio below 1 does.\n")
-        lines += ratio_table(table, OURS, BASELINE, brokers)
+            "*lower is better* metric a ratio below 1 does."
+            + (" Django Q2 has no Redis result store: qhive on redis+redis-store is compared "
+               "with Django Q2 on redis (results in PostgreSQL)." if REDIS_STORE in brokers
+               else "") + "\n")
+        lines += ratio_table(table, OURS, BASELINE, brokers,
+                             {REDIS_STORE: f"{REDIS_STORE} ÷ DQ2 redis"})
     add("")
     skipped = [(label, e["skip"]) for label, e in data["systems"].items() if e.get("skip")]
     for label, why in skipped:
@@ -275,30 +346,7 @@ def markdown(data: dict, table: dict) -> str:
         lines += ratio_table(table, OURS, before, pairs)
         add("")
 
-    # targets of issue 4
-    add("### Targets of issue #4\n")
-    add("| broker | drain ≥ | measured | p50 ≤ | measured | peak RSS ≤ | measured |")
-    add("|---|---|---|---|---|---|---|")
-    for broker, target in TARGETS.items():
-        drain = ratio(table, OURS, broker, "drain_rate")
-        rss = ratio(table, OURS, broker, "peak_rss")
-        p50 = (table.get(f"{OURS} / {broker}") or {}).get("latency_p50")
-        p50 = p50["median"] if p50 else None
-
-        def mark(ok: bool | None) -> str:
-            return "" if ok is None else (" ✅" if ok else " ❌")
-
-        drain_ok = None if drain is None else drain >= target["drain"]
-        p50_ok = None if p50 is None else p50 <= target["p50_ms"]
-        rss_ok = None if rss is None else rss <= target["rss"]
-        if f"{OURS} / {broker}" not in table:
-            add(f"| {broker} | {target['drain']:.0f}× | not measured | {target['p50_ms']:.0f} ms "
-                f"| | {target['rss']}× | |")
-            continue
-        add(f"| {broker} | {target['drain']:.0f}× | {fmt_ratio(drain)}{mark(drain_ok)} | "
-            f"{target['p50_ms']:.0f} ms | {fmt(p50)} ms{mark(p50_ok)} | "
-            f"{target['rss']}× | {fmt_ratio(rss)}{mark(rss_ok)} |")
-    add("")
+    lines += targets_markdown(data, table)
 
     # peers against Django Q2 on Redis
     peers = [label for label, e in data["systems"].items()
@@ -314,9 +362,13 @@ def markdown(data: dict, table: dict) -> str:
         add("")
 
     add("![ratios](ratios.png)\n")
+    lines += scaling.markdown(data, scaling_charts or [])
 
     # one table per metric
     add("## Results per metric\n")
+    if any(e["broker"] == REDIS_STORE for e in data["systems"].values()):
+        add(f"The last column of {REDIS_STORE} divides by {BASELINE} on redis ({BASELINE} "
+            "has no Redis result store).\n")
     order = sorted(table, key=lambda label: (
         BROKERS.index(data["systems"][label]["broker"])
         if data["systems"][label]["broker"] in BROKERS else 9,
@@ -362,7 +414,9 @@ def markdown(data: dict, table: dict) -> str:
     # settings
     add("## Settings\n")
     add("Every system runs 2 worker processes on the same machine as the client and the "
-        "servers, and stores results. The task: `def add(a, b): return a + b`.\n")
+        "servers, and stores results. The task: `def add(a, b): return a + b`. The scaling "
+        "curves change the number of worker processes (the `2` below) and the task "
+        "(`sleep_ms`, `size`).\n")
     for label, entry in data["systems"].items():
         add(f"* **{label}**" + (f" (not run: {entry['skip']})" if entry.get("skip") else "")
             + f": {entry.get('settings', '')}")
@@ -408,8 +462,105 @@ def markdown(data: dict, table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline_peers(data: dict, table: dict) -> list[str]:
+    """qhive ÷ Huey and qhive ÷ Dramatiq on Redis: a table per peer measured, a column per
+    qhive system on Redis (results in PostgreSQL, results in Redis)."""
+    lines: list[str] = []
+    ours = [b for b in OURS_ON_REDIS if f"{OURS} / {b}" in table]
+    for peer, title in HEADLINE_PEERS.items():
+        theirs = f"{peer} / redis"
+        if theirs not in table or not ours:
+            continue
+        lines.append(f"## qhive ÷ {title} on Redis, same run\n")
+        lines.append(f"Ratio of the medians (qhive's value divided by {title}'s), both on the "
+                     f"same Redis; {title} keeps its results in Redis. Read each row with its "
+                     "direction, as below.\n")
+        lines += ratio_columns(table, [(f"qhive / {OURS_ON_REDIS[b]}", f"{OURS} / {b}", theirs)
+                                       for b in ours])
+        lines.append("")
+    return lines
+
+
+def _mark(ok: bool | None) -> str:
+    return "" if ok is None else ("✅" if ok else "❌")
+
+
+def _bound_text(metric: Metric, bound: float, against: str = "") -> str:
+    sign = "≥" if metric.higher_is_better else "≤"
+    if against:
+        return f"{metric.short} {sign} {bound:g}× {against}"
+    return f"{metric.short} {sign} {fmt(bound, 1 if bound < 10 else 0)} {metric.unit}"
+
+
+def _check(metric: Metric, value: float | None, bound: float) -> bool | None:
+    if value is None:
+        return None
+    return value >= bound if metric.higher_is_better else value <= bound
+
+
+def targets_markdown(data: dict, table: dict) -> list[str]:
+    """Issue #17's acceptance: a bound is marked only when both of its sides (qhive's
+    system, and the peer or Django Q2 it is compared with) were measured in this run."""
+    metrics = {m.key: m for m in METRICS}
+    lines = ["## Targets of issue #17\n",
+             f"Medians of this run ({data['meta']['repeat']} repetition(s)); the issue asks "
+             "for a quiet machine and the median of 3. ✅/❌ only where both sides were "
+             "measured. Items 5 (reliability tests) and 6 (before/after with profiles) are "
+             "not measured here.\n",
+             "| # | qhive on | target | measured | |", "|---|---|---|---|---|"]
+    for target in TARGETS:
+        metric = metrics[target.key]
+        ours = f"{OURS} / {target.broker}"
+        if target.against:
+            value = ratio_of(table, ours, target.against, target.key)
+            shown = (f"{fmt_ratio(value)} ({fmt(median(table, ours, target.key), metric.digits)}"
+                     f" vs {fmt(median(table, target.against, target.key), metric.digits)} "
+                     f"{metric.unit})" if value is not None else "not measured")
+        else:
+            value = median(table, ours, target.key)
+            shown = (f"{fmt(value, metric.digits)} {metric.unit}" if value is not None
+                     else "not measured")
+        lines.append(f"| {target.item} | {target.broker} | "
+                     f"{_bound_text(metric, target.bound, target.against_name)} | {shown} | "
+                     f"{_mark(_check(metric, value, target.bound))} |")
+    # item 4: 8 workers of the I/O curve
+    workers, share = IO_IDEAL_MIN
+    io = scaling.rates(data).get("scale_io", {})
+    measured = [b for b in BROKERS if workers in io.get(f"{OURS} / {b}", {})]
+    for broker in measured or [REDIS_STORE]:
+        found = io.get(f"{OURS} / {broker}", {}).get(workers)
+        ideal = workers * 1000 / scaling.SLEEP_MS
+        shown = (f"{found['median'] / ideal:.0%} ({fmt(found['median'], 0)} tasks/s)" if found
+                 else "not measured (`--scaling`)")
+        lines.append(f"| 4 | {broker} | I/O 10 ms tasks, {workers} workers: drain ≥ {share:.0%} "
+                     f"of {ideal:,.0f}/s | {shown} | "
+                     f"{_mark(found['median'] >= share * ideal if found else None)} |")
+    lines.append("")
+    # item 3, per broker: start-up and memory against Django Q2's
+    brokers = [b for b in BROKERS if f"{OURS} / {b}" in table or b in (
+        "orm-sqlite", "orm-postgres", "redis", REDIS_STORE)]
+    lines += [f"Item 3: first result ≤ {FIRST_RESULT_MAX} s on every broker; peak RSS and PSS "
+              f"≤ {MEMORY_VS_DQ2_MAX}× Django Q2's ({REDIS_STORE}: Django Q2 on redis).\n",
+              "| qhive on | first result | peak RSS ÷ Django Q2 | peak PSS ÷ Django Q2 |",
+              "|---|---|---|---|"]
+    for broker in brokers:
+        ours = f"{OURS} / {broker}"
+        first = median(table, ours, "first_result")
+        ok = _check(metrics["first_result"], first, FIRST_RESULT_MAX)
+        cells = [f"{fmt(first, 2)} s {_mark(ok)}" if first is not None else "not measured"]
+        for key in ("peak_rss", "peak_pss"):
+            r = ratio(table, OURS, broker, key)
+            cells.append(f"{fmt_ratio(r)} {_mark(r <= MEMORY_VS_DQ2_MAX)}" if r is not None
+                         else "— (Django Q2 has no such broker)" if broker == "disque"
+                         else "not measured")
+        lines.append(f"| {broker} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 KEY_PACKAGES = {"qhive", "qhive-django", "qhive-broker-orm", "qhive-store-orm",
-                "qhive-broker-redis", "qhive-redis-client", "django", "django-q2",
+                "qhive-broker-redis", "qhive-redis-client", "qhive-store-redis", "django",
+                "django-q2",
                 "django-picklefield", "psycopg", "psycopg-binary", "redis", "hiredis", "celery",
                 "kombu", "billiard", "rq", "huey", "dramatiq"}
 

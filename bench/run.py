@@ -18,6 +18,9 @@ A. fresh database, worker started, at once a client does one round trip (``first
    and ``drain`` (CPU of the worker tree and memory measured here); worker stopped.
 B. fresh database, ``enqueue`` with no worker running (enqueue rate); then a ``results``
    client, then the worker: worker rate on the pre-filled queue; worker stopped.
+
+With ``--scaling`` (or the workloads ``scale_cpu``, ``scale_io``, ``scale_payload``) the
+scaling curves follow, a worker lifetime per point: see ``scaling.py``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import envs  # noqa: E402  (standard library only: usable before the bootstrap)
+import scaling  # noqa: E402  (the same)
 
 WORKLOADS = ["first_result", "latency", "idle_latency", "drain", "enqueue", "results"]
 FULL_N = {"enqueue": 5000, "drain": 5000, "results": 5000, "latency": 200}
@@ -109,19 +113,23 @@ def select(systems: list, spec: str | None) -> list:
 
 class Runner:
     def __init__(self, services, servers: dict, n: dict[str, int], workloads: list[str],
-                 tmp: Path, logs: Path) -> None:
+                 tmp: Path, logs: Path, curves: dict[str, list] | None = None) -> None:
         self.services = services
         self.servers = servers  # "redis"/"postgres" -> sampler of the server we started
         self.n = n
         self.workloads = workloads
         self.tmp = tmp
         self.logs = logs
+        self.curves = curves or {}  # scaling curve -> its points (scaling.Point)
 
-    def _client(self, system, workdir: Path, workload: str, n: int, logs: Path):
+    def _client(self, system, workdir: Path, workload: str, n: int, logs: Path,
+                task: str | None = None, tag: str = ""):
         from measure import Client
 
         argv, env = system.client_command(workdir, self.services, workload, n)
-        return Client(argv, env, workdir, logs / f"client-{workload}.log")
+        if task:  # the task of a scaling curve (bench/systems/workloads.py: task_call)
+            env = {**env, "BENCH_TASK": task}
+        return Client(argv, env, workdir, logs / f"client-{workload}{tag}.log")
 
     def _client_timeout(self, workload: str, n: int) -> float:
         if workload == "idle_latency":
@@ -135,9 +143,9 @@ class Runner:
         used = [self.servers[name] for name in sorted(system.needs) if name in self.servers]
         return sum(sampler.cpu() for sampler in used) if used else None
 
-    def repetition(self, system, rep: int) -> dict:
-        from measure import RunFailed, Worker
-
+    def repetition(self, system, rep: int, curves: bool = False) -> dict:
+        """One repetition of ``system``: lifetimes A and B for the workloads wanted, then
+        the scaling curves when ``curves``."""
         slug = f"{system.name}_{system.broker}"
         workdir = self.tmp / "work" / slug
         logs = self.logs / f"{slug}-rep{rep + 1}"
@@ -145,6 +153,62 @@ class Runner:
         logs.mkdir(parents=True, exist_ok=True)
         out: dict = {"rep": rep + 1, "load_avg": os.getloadavg(), "errors": []}
         harness_cpu = time.process_time()
+        self._lifetimes(system, workdir, logs, out)
+        if curves:
+            for curve, points in self.curves.items():
+                for point in points:
+                    found = self._scaling_point(system, workdir, logs, point, out["errors"])
+                    if found:
+                        out.setdefault("scaling", {}).setdefault(curve, {})[
+                            str(point.x)] = found
+        # The harness's own CPU (sampling, reading clients): it shares the 2 cores too.
+        out["harness_cpu_seconds"] = time.process_time() - harness_cpu
+        return out
+
+    def _scaling_point(self, system, workdir: Path, logs: Path, point,
+                       errors: list[str]) -> dict | None:
+        """One point of a scaling curve, on a cluster of its own: a round trip (it is
+        up), then the drain of ``point.n`` tasks of ``point.task``."""
+        from measure import RunFailed, Worker
+
+        name = f"{point.curve}-{point.x}"
+        worker = None
+        out = {"workers": point.workers, "task": point.task, "n": point.n}
+        try:
+            system.prepare(workdir, self.services)
+            argv, env = system.worker_command(workdir, self.services, workers=point.workers)
+            worker = Worker(argv, env, workdir, logs / f"worker-{name}.log")
+            probe = self._client(system, workdir, "latency", 1, logs, tag=f"-{name}")
+            _outcome, at = probe.result(timeout=180)
+            out["first_result"] = at - worker.started_at
+            worker.sampler.phase("drain")
+            cpu0, server0 = worker.sampler.cpu(), self._server_cpu(system)
+            client = self._client(system, workdir, "drain", point.n, logs, task=point.task,
+                                  tag=f"-{name}")
+            outcome, _ = client.result(self._client_timeout("drain", point.n))
+            cpu1, server1 = worker.sampler.cpu(), self._server_cpu(system)
+            if not worker.alive():
+                raise RunFailed(f"the worker exited during the drain (log: {worker.log_path})")
+            out.update(outcome, cpu_seconds=cpu1 - cpu0)
+            if server0 is not None:
+                out["server_cpu_seconds"] = server1 - server0
+            log(f"  {point.curve} {scaling.label_x(point.curve, point.x)}: {point.n} in "
+                f"{outcome['seconds']:.2f} s ({point.n / outcome['seconds']:,.0f}/s)")
+            return out
+        except Exception as exc:
+            errors.append(f"{name}: {_describe(exc)}")
+            log(f"  FAILED ({name}): {_describe(exc)}")
+            return None
+        finally:
+            if worker is not None:
+                worker.stop()
+                out["memory"] = {phase: {"rss": v[0], "pss": v[1]}
+                                 for phase, v in worker.sampler.peaks.items()}
+
+    def _lifetimes(self, system, workdir: Path, logs: Path, out: dict) -> None:
+        """Lifetimes A and B (see the module docstring), for the workloads wanted."""
+        from measure import RunFailed, Worker
+
         wanted = set(self.workloads)
 
         # --- lifetime A: first_result, latency, idle_latency, drain
@@ -233,9 +297,6 @@ class Runner:
             finally:
                 if worker is not None:
                     out["stop_B"] = worker.stop()
-        # The harness's own CPU (sampling, reading clients): it shares the 2 cores too.
-        out["harness_cpu_seconds"] = time.process_time() - harness_cpu
-        return out
 
 
 def _describe(exc: BaseException) -> str:
@@ -301,7 +362,12 @@ def parse_args() -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--systems", help="comma-separated names or name/broker patterns "
                         "(qhive, django-q2, celery, rq, huey, dramatiq, qhive/orm-*); default all")
-    parser.add_argument("--workloads", help=f"comma-separated, of: {', '.join(WORKLOADS)}")
+    parser.add_argument("--workloads", help=f"comma-separated, of: {', '.join(WORKLOADS)}; "
+                        f"and the scaling curves {', '.join(scaling.CURVES)} ('scaling': "
+                        "all three)")
+    parser.add_argument("--scaling", action="store_true", help="also measure the scaling "
+                        "curves (drain against workers 1-8 and payload size), for the systems "
+                        f"of --systems, else for {scaling.DEFAULT_SYSTEMS}")
     parser.add_argument("--repeat", type=int, default=None, help="repetitions (default 3; 1 "
                         "with --quick)")
     parser.add_argument("--quick", action="store_true", help="small n (300 tasks, 30 round "
@@ -332,20 +398,36 @@ def main() -> int:
         log(f"adapter not loaded: {problem}")
     if args.list:
         for system in systems:
-            print(f"{system.label:28} {'skipped: ' + system.skip if system.skip else ''}")
+            print(f"{system.label:34} {'skipped: ' + system.skip if system.skip else ''}")
         return 0
     selected = select(systems, args.systems)
     if not selected:
         log(f"no system matches --systems {args.systems!r}")
         return 2
-    workloads = WORKLOADS if not args.workloads else [w.strip() for w in args.workloads.split(",")]
-    unknown = set(workloads) - set(WORKLOADS)
+    asked = WORKLOADS if not args.workloads else [w.strip() for w in args.workloads.split(",")]
+    asked = [c for w in asked for c in (scaling.CURVES if w == "scaling" else [w])]
+    if args.scaling:
+        asked += [c for c in scaling.CURVES if c not in asked]
+    unknown = set(asked) - set(WORKLOADS) - set(scaling.CURVES)
     if unknown:
-        log(f"unknown workloads: {', '.join(sorted(unknown))} (known: {', '.join(WORKLOADS)})")
+        log(f"unknown workloads: {', '.join(sorted(unknown))} (known: {', '.join(WORKLOADS)}, "
+            f"{', '.join(scaling.CURVES)}, scaling)")
         return 2
+    workloads = [w for w in WORKLOADS if w in asked]
+    curve_names = [c for c in scaling.CURVES if c in asked]
+    # The curves: for the systems of --systems, else for a few (they take a while).
+    curve_systems = {s.label for s in (selected if args.systems or not curve_names else
+                                       select(selected, scaling.DEFAULT_SYSTEMS))}
+    if not workloads:  # curves only: the systems that have none have nothing to do
+        selected = [s for s in selected if s.label in curve_systems]
+        if not selected:
+            log(f"no system of {scaling.DEFAULT_SYSTEMS} selected for the scaling curves: "
+                "name them with --systems")
+            return 2
     n = dict(QUICK_N if args.quick else FULL_N)
     if args.n:
         n.update(enqueue=args.n, drain=args.n, results=args.n)
+    curves = {c: scaling.points(c, n["drain"], args.quick) for c in curve_names}
     repeat = args.repeat or (1 if args.quick else 3)
     out_dir = args.out or (BENCH / "results" / ("quick" if args.quick else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -361,6 +443,8 @@ def main() -> int:
         "meta": {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "argv": sys.argv[1:],
                  "logs": str(logs.relative_to(BENCH)),
                  "repeat": repeat, "n": n, "quick": args.quick, "workloads": workloads,
+                 "scaling": scaling.plan(curve_names, n["drain"], args.quick),
+                 "scaling_systems": sorted(curve_systems & {s.label for s in selected}),
                  "machine": machine(), "adapter_problems": problems, "complete": False,
                  "source": source_state()},
         "systems": {},
@@ -389,7 +473,7 @@ def main() -> int:
         data["meta"]["services"] = manager.versions(services)
         servers = {name: measure.TreeSampler([pid], memory=False)
                    for name, pid in manager.pids.items()}
-        runner = Runner(services, servers, n, workloads, tmp, logs)
+        runner = Runner(services, servers, n, workloads, tmp, logs, curves)
         for system in runnable:
             entry = data["systems"][system.label]
             entry["venv"] = system.venv_name
@@ -399,7 +483,7 @@ def main() -> int:
                 log(f"{system.label}: repetition {rep + 1} of {repeat}")
                 t0 = time.monotonic()
                 source = source_state()
-                run = runner.repetition(system, rep)
+                run = runner.repetition(system, rep, curves=system.label in curve_systems)
                 run["source"] = source
                 run["wall_seconds"] = time.monotonic() - t0
                 entry = data["systems"][system.label]

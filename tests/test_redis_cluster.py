@@ -84,9 +84,9 @@ def test_redis_stopped_for_10_seconds_under_load(cluster_settings, qcluster, red
           f"{len(successes(q))} of {len(ids)}")
     assert successes(q) == set(ids) and rows_of(q) == len(ids)
     log = cluster.log()
-    # Noticed by the pusher taking tasks, or by the monitor acknowledging them (which
-    # then holds the intake until the broker is back).
-    assert "pusher: broker error" in log or "monitor: saving or acknowledging" in log, \
+    # Noticed by a worker taking tasks, or acknowledging them (it then takes nothing
+    # until the broker is back).
+    assert "taking tasks: broker error" in log or "saving or acknowledging" in log, \
         "the outage was noticed and logged"
     assert log.count("broker reachable again") + log.count("result store reachable again") \
         >= 1, "the recovery was logged"

@@ -2,8 +2,9 @@
 
 A *system* is one task queue on one broker: ``System("qhive", "orm-postgres")``,
 ``System("celery", "redis")``. An adapter is a subclass of :class:`System` that knows
-how to set that queue up in a work directory, start its 2-worker cluster, and run a
-client that performs one workload and prints the outcome as JSON.
+how to set that queue up in a work directory, start its cluster of 2 workers (or as many
+as the harness asks: the scaling curves), and run a client that performs one workload
+and prints the outcome as JSON.
 
 Discovery: the harness imports every module of ``bench/systems/`` and
 ``bench/systems/peers/`` (not ``base``/``workloads``) and takes the module-level list
@@ -14,7 +15,7 @@ Life of a measurement, as the harness runs it::
 
     system.python = <venv python>               # bench/.envs/<venv_name>, made from requirements
     system.prepare(workdir, services)           # before every run: empty queue, empty results
-    argv, env = system.worker_command(...)      # started with Popen(cwd=workdir), own session;
+    argv, env = system.worker_command(..., workers=2)   # Popen(cwd=workdir), own session;
                                                 # whole process tree sampled (CPU, RSS, PSS)
     argv, env = system.client_command(..., workload, n)   # Popen(cwd=workdir); last stdout
                                                 # line must be one JSON object
@@ -24,7 +25,10 @@ Life of a measurement, as the harness runs it::
 ``DJANGO_SETTINGS_MODULE`` and ``VIRTUAL_ENV``), so return only what the process needs.
 
 Workloads a client implements (the task is a trivial ``def add(a, b): return a + b``
-defined in the system's project; results are stored; ``n`` comes from the harness):
+defined in the system's project; results are stored; ``n`` comes from the harness). The
+project also defines ``sleep_ms(ms)`` (sleeps, returns ``ms``) and ``size(data)`` (returns
+``len(data)``): the scaling curves set ``BENCH_TASK`` in the client's environment to one of
+them, and the client enqueues what :func:`workloads.task_call` says (see there):
 
 ``enqueue`` / ``fill``
     enqueue ``n`` tasks from one process, return ``{"seconds": t}``. The harness runs it
@@ -93,7 +97,9 @@ class System:
     Required attributes:
 
     :ivar name: ``"qhive"``, ``"django-q2"``, ``"celery"``, ``"rq"``, ``"huey"``, ``"dramatiq"``.
-    :ivar broker: ``"orm-sqlite"``, ``"orm-postgres"`` or ``"redis"``.
+    :ivar broker: ``"orm-sqlite"``, ``"orm-postgres"``, ``"redis"``, ... — where the tasks
+        wait; a variant of a broker says how it differs after a ``+``:
+        ``"redis+redis-store"`` is qhive's Redis broker with results in its Redis store.
     :ivar requirements: pip requirement lines for this system's own venv (e.g.
         ``["django-q2", "django>=5.2,<6", "psycopg[binary]"]``); editable installs of this
         repository as ``"-e <repo>/core"``. The venv is rebuilt when they change.
@@ -137,10 +143,12 @@ class System:
         repetition), so keep it fast. Raise to mark the run as failed."""
         raise NotImplementedError
 
-    def worker_command(self, workdir: Path, services: Services) -> tuple[list[str], dict[str, str]]:
-        """``(argv, env)`` of the process that starts the 2-worker cluster or pool, using
-        ``self.python``. The harness starts it (cwd=workdir, stdout/stderr to a log file),
-        measures its whole process tree, and stops it with SIGTERM (SIGKILL after 30 s)."""
+    def worker_command(self, workdir: Path, services: Services,
+                       workers: int = 2) -> tuple[list[str], dict[str, str]]:
+        """``(argv, env)`` of the process that starts the cluster or pool of ``workers``
+        worker processes (2 except in the scaling curves), using ``self.python``. The
+        harness starts it (cwd=workdir, stdout/stderr to a log file), measures its whole
+        process tree, and stops it with SIGTERM (SIGKILL after 30 s)."""
         raise NotImplementedError
 
     def client_command(self, workdir: Path, services: Services, workload: str,

@@ -18,6 +18,13 @@ saves them there): PostgreSQL. The same with SQS, IronMQ, MongoDB and Disque, wh
 servers are test servers here (see bench/services.py): their figures show each queue's
 overhead on a local stand-in, not what Amazon SQS, IronMQ or MongoDB would give. Django Q2
 has no Disque broker any more: only qhive runs on it.
+
+qhive also runs as ``redis+redis-store``: the same Redis broker, its results in qhive's
+Redis result store (``qhive-store-redis``) on a Redis database of its own; its Django
+database (SQLite) then holds no task and no result. Django Q2 has no such store.
+
+The cluster has 2 workers, or ``$BENCH_WORKERS`` (the scaling curves), read by the
+generated settings.
 """
 
 from __future__ import annotations
@@ -34,6 +41,13 @@ from qhive_testkit import ironmq_emulator  # the test server's credentials (benc
 from systems.base import REPO_DIR, WORKLOADS_FILE, Services, System
 
 CLUSTER_NAME = "bench"
+#: qhive's Redis broker with results in qhive's Redis result store (``result_store: "redis"``).
+REDIS_STORE = "redis+redis-store"
+#: The Redis database of the Redis result store, one per system so that the client counts
+#: results with one DBSIZE (the broker stays on the database of the harness's URL; the
+#: peers use 1-4, 11 and 14). Flushed by prepare().
+STORE_DBS = {"qhive": 5}
+BASELINE_STORE_DB = 6  # qhive@REF
 #: The keys set for both systems; everything else is at its default.
 COMMON_Q_CLUSTER = {"name": CLUSTER_NAME, "workers": 2, "timeout": 30, "retry": 60,
                     "save_limit": 0}
@@ -44,7 +58,8 @@ TEST_SERVER_BROKERS = ("sqs", "ironmq", "mongo", "disque")
 #: Plugin packages of the repo the qhive venv gets, besides core and the Django app.
 QHIVE_PLUGINS = [REPO_DIR / "plugins" / part for part in (
     "brokers/orm", "result_stores/orm", "result_stores/cache",  # qhive-django needs these
-    "clients/redis", "brokers/redis", *(f"brokers/{name}" for name in TEST_SERVER_BROKERS))]
+    "clients/redis", "brokers/redis", "result_stores/redis",
+    *(f"brokers/{name}" for name in TEST_SERVER_BROKERS))]
 AWS_KEYS = {"aws_region": "us-east-1", "aws_access_key_id": "testing",
             "aws_secret_access_key": "testing"}
 
@@ -55,12 +70,13 @@ FLAVOURS = {
         "tasks_module": "qhive_django.tasks",
         "task_model": "qhive_store_orm.models",
         "key_packages": ["qhive", "qhive-django", "qhive-broker-orm", "qhive-store-orm",
-                         "qhive-broker-redis", "qhive-redis-client", "qhive-broker-sqs",
+                         "qhive-broker-redis", "qhive-redis-client", "qhive-store-redis",
+                         "qhive-broker-sqs",
                          "qhive-broker-ironmq", "qhive-broker-mongo", "qhive-broker-disque",
                          "Django", "psycopg", "redis", "boto3", "iron-mq", "pymongo"],
-        "defaults": "bulk=1 (the pusher takes at least one task per worker per dequeue), "
-                    "poll=0.2, guard_cycle=0.5, recycle=500, queue_limit=workers²=4, "
-                    "workers started with forkserver; results saved in batches by the monitor",
+        "defaults": "bulk=1, poll=0.2, guard_cycle=0.5, recycle=500, queue_limit=50 per "
+                    "worker; each worker takes its own tasks in batches (about 50 ms of "
+                    "work), saves and acknowledges them in batches",
     },
     "django-q2": {
         "apps": ["django_q"],
@@ -84,9 +100,8 @@ def _qhive_requirements() -> list[str]:
 BASELINE = os.environ.get("QHIVE_BENCH_BASELINE")
 
 
-def _baseline_requirements(ref: str) -> list[str]:
-    """qhive at ``ref``, exported with ``git archive`` into bench/.envs/src/<commit>/ and
-    installed from there (not editable: that tree never changes)."""
+def _baseline_tree(ref: str) -> Path:
+    """qhive at ``ref``, exported with ``git archive`` into bench/.envs/src/<commit>/."""
     commit = subprocess.run(["git", "-C", str(REPO_DIR), "rev-parse", "--short=12", ref],
                             capture_output=True, text=True, check=True).stdout.strip()
     tree = REPO_DIR / "bench" / ".envs" / "src" / commit
@@ -99,6 +114,12 @@ def _baseline_requirements(ref: str) -> list[str]:
                                  check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
         partial.rename(tree)
+    return tree
+
+
+def _baseline_requirements(tree: Path) -> list[str]:
+    """qhive of a :func:`_baseline_tree`, installed from there (not editable: that tree
+    never changes)."""
     plugins = [tree / path.relative_to(REPO_DIR) for path in QHIVE_PLUGINS]
     return [str(tree / "core"), str(tree / "django_integration"),
             *(str(path) for path in plugins if path.exists()), DJANGO, PSYCOPG]
@@ -122,9 +143,22 @@ if __name__ == "__main__":
     execute_from_command_line(sys.argv)
 '''
 
+# The same three tasks in every system (see bench/systems/workloads.py).
 TASKS_PY = '''\
+import time
+
+
 def add(a, b):
     return a + b
+
+
+def sleep_ms(ms):
+    time.sleep(ms / 1000)
+    return ms
+
+
+def size(data):
+    return len(data)
 '''
 
 SETTINGS_PY = '''\
@@ -141,6 +175,8 @@ DATABASES = {{"default": {database!r}}}
 # prepare() migrates a template database first: it names it here.
 DATABASES["default"]["NAME"] = os.environ.get("BENCH_DB_NAME", DATABASES["default"]["NAME"])
 Q_CLUSTER = {q_cluster!r}
+# The scaling curves of bench/run.py start the cluster with other worker counts.
+Q_CLUSTER["workers"] = int(os.environ.get("BENCH_WORKERS", Q_CLUSTER["workers"]))
 '''
 
 CLIENT_PY = '''\
@@ -154,16 +190,62 @@ import django
 django.setup()
 
 import workloads
-from benchproj.tasks import add
+from benchproj.tasks import add, size, sleep_ms
 from {tasks_module} import async_task
+{lookups}
+
+TASKS = {{"add": add, "sleep_ms": sleep_ms, "size": size}}
+
+
+def enqueue(i):
+    name, args = workloads.task_call(i)
+    return async_task(TASKS[name], *args)
+
+
+sys.exit(workloads.main(enqueue=enqueue, is_done=is_done, count=count, exact=exact))
+'''
+
+# Results in the Django database: the same query for both systems, so that the client's
+# polling costs the same.
+ORM_LOOKUPS = '''\
 from {task_model} import Task
 
-# The same query for both systems, so the client's polling costs the same.
-sys.exit(workloads.main(
-    enqueue=lambda i: async_task(add, i, i),
-    is_done=lambda task_id: Task.objects.filter(pk=task_id).exists(),
-    count=lambda: Task.objects.count(),
-))
+
+def is_done(task_id):
+    return Task.objects.filter(pk=task_id).exists()
+
+
+def count():
+    return Task.objects.count()
+
+
+exact = None  # count() is exact
+'''
+
+# Results in qhive's Redis result store, on a Redis database of its own.
+REDIS_STORE_LOOKUPS = '''\
+import redis
+from qhive_django.conf import get_pipeline
+
+store = get_pipeline().result_store  # the cluster's RedisResultStore
+keys = redis.Redis(**{store_redis!r})  # the store's database: nothing else is in it
+RESULT_KEYS = "qhive:{{{name}}}:result:*"  # one hash per result (the store's README)
+
+
+def is_done(task_id):
+    return store.get(task_id) is not None  # one HMGET (then the signature is checked)
+
+
+def count():
+    # One DBSIZE. The save script writes 2 keys per result: its hash and the index of the
+    # task's name (a name is 4 words from the task id: 2**32 names). Rounded up, the count
+    # stays exact when two of the results share a name (about once in 800 drains of 5,000).
+    return (keys.dbsize() + 1) // 2
+
+
+def exact():
+    # After the timed part only: the result hashes one by one (a SCAN may repeat a key).
+    return len(set(keys.scan_iter(match=RESULT_KEYS, count=1000)))
 '''
 
 
@@ -175,7 +257,14 @@ class DjangoQueue(System):
         self.name, self.broker, self.skip = name, broker, skip
         kind, _, ref = name.partition("@")
         self.flavour = FLAVOURS[kind]
-        self.requirements = _baseline_requirements(ref) if ref else REQUIREMENTS[name]
+        if ref:
+            tree = _baseline_tree(ref)
+            self.requirements = _baseline_requirements(tree)
+            if broker == REDIS_STORE and not (tree / "plugins/result_stores/redis").exists():
+                self.skip = f"{ref} has no Redis result store (plugins/result_stores/redis)"
+        else:
+            self.requirements = REQUIREMENTS[name]
+        self.store_db = STORE_DBS.get(name, BASELINE_STORE_DB)
         self.venv_name = name
         self.key_packages = self.flavour["key_packages"]
         self.slug = f"{name}_{broker}".replace("-", "_")
@@ -184,14 +273,29 @@ class DjangoQueue(System):
 
     @property
     def needs(self) -> set[str]:
+        if self.broker == REDIS_STORE:  # results in Redis; the Django database on SQLite
+            return {"redis"}
         # Redis and the test-server brokers: results in PostgreSQL.
         if self.broker == "redis" or self.broker in TEST_SERVER_BROKERS:
             return {self.broker, "postgres"}
         return super().needs
 
+    @property
+    def on_sqlite(self) -> bool:
+        """Whether the Django database is SQLite (else PostgreSQL)."""
+        return self.broker in ("orm-sqlite", REDIS_STORE)
+
     # ------------------------------------------------------------------ settings
+    def _redis_address(self, services: Services | None) -> dict:
+        url = urlparse((services.redis_url if services else None) or "redis://?:0/0")
+        return {"host": url.hostname, "port": url.port, "db": int(url.path.strip("/") or 0)}
+
+    def _store_redis(self, services: Services | None) -> dict:
+        """Where the Redis result store keeps the results: a database of its own."""
+        return {**self._redis_address(services), "db": self.store_db}
+
     def _database(self, workdir: Path | None, services: Services | None) -> dict:
-        if self.broker == "orm-sqlite":
+        if self.on_sqlite:
             return {"ENGINE": "django.db.backends.sqlite3",
                     "NAME": str((workdir or Path(".")) / "db.sqlite3"),
                     "CONN_MAX_AGE": 60,
@@ -207,10 +311,11 @@ class DjangoQueue(System):
         port = (services.test_servers.get(self.broker) if services else None) or 0
         if self.broker.startswith("orm"):
             q_cluster["orm"] = "default"
-        elif self.broker == "redis":
-            url = urlparse((services.redis_url if services else None) or "redis://?:0/0")
-            q_cluster["redis"] = {"host": url.hostname, "port": url.port,
-                                  "db": int(url.path.strip("/") or 0)}
+        elif self.broker in ("redis", REDIS_STORE):
+            q_cluster["redis"] = self._redis_address(services)
+            if self.broker == REDIS_STORE:
+                q_cluster["result_store"] = "redis"
+                q_cluster["result_store_options"] = {"redis": self._store_redis(services)}
         elif self.broker == "sqs":  # the endpoint: $AWS_ENDPOINT_URL_SQS (see _env)
             q_cluster["sqs"] = dict(AWS_KEYS)
         elif self.broker == "ironmq":
@@ -232,12 +337,27 @@ class DjangoQueue(System):
             where = "ORM broker and results on PostgreSQL"
         elif self.broker == "redis":
             where = "Redis broker; results on PostgreSQL"
+        elif self.broker == REDIS_STORE:
+            where = (
+                f"Redis broker; results in qhive's Redis result store (qhive-store-redis) on "
+                f"Redis database {self.store_db}, which holds nothing else, kept for ever (no "
+                "`timeout`); the Django database (SQLite, as for orm-sqlite) holds no task "
+                "and no result. The client looks for a result with the store's `get(id)` "
+                "(one HMGET; the client then checks the signature) and counts the results "
+                "with one DBSIZE of the store's database, halved and rounded up: the store's "
+                "save script writes 2 keys per result, its hash and the index of the task's "
+                "name (names are 4 words from the task id, so two results rarely share one; "
+                "rounding up keeps one such pair exact). After each drain, outside the "
+                "timed part, the client counts the result hashes one by one (SCAN) and "
+                "fails the run if DBSIZE ÷ 2 over-counted")
         else:
             where = f"{self.broker} broker on a local test server; results on PostgreSQL"
         q_cluster = self._q_cluster(services)
         for key in ("redis", "iron_mq", "mongo", "disque_nodes"):  # ports: not settings
             if key in q_cluster:
                 q_cluster[key] = "{host, port, db}" if key == "redis" else "{the test server}"
+        if "result_store_options" in q_cluster:
+            q_cluster["result_store_options"] = {"redis": f"{{host, port, db: {self.store_db}}}"}
         return (f"`Q_CLUSTER = {json.dumps(q_cluster)}`; {where}; "
                 f"CONN_MAX_AGE={db['CONN_MAX_AGE']}; defaults otherwise: "
                 f"{self.flavour['defaults']}. Worker: `manage.py qcluster`.")
@@ -254,7 +374,7 @@ class DjangoQueue(System):
                 label=self.label, apps=["django.contrib.contenttypes", *flavour["apps"]],
                 database=self._database(workdir, services), q_cluster=self._q_cluster(services)),
             "client.py": CLIENT_PY.format(tasks_module=flavour["tasks_module"],
-                                          task_model=flavour["task_model"]),
+                                          lookups=self._lookups(services)),
         }
         for name, text in files.items():
             path = workdir / name
@@ -262,23 +382,32 @@ class DjangoQueue(System):
                 path.write_text(text)
         shutil.copyfile(WORKLOADS_FILE, workdir / "workloads.py")
         self.settings_text = self._describe(services)
-        if self.broker == "orm-sqlite":
+        if self.on_sqlite:
             self._fresh_sqlite(workdir)
         else:
             self._fresh_postgres(workdir, services)
-        if self.broker == "redis":
+        if self.broker in ("redis", REDIS_STORE):
             self._purge_redis(services)
         elif self.broker in TEST_SERVER_BROKERS:
             PURGE[self.broker](services.test_servers[self.broker])
 
-    def worker_command(self, workdir: Path, services: Services) -> tuple[list[str], dict[str, str]]:
-        return [str(self.python), "manage.py", "qcluster"], self._env(services)
+    def worker_command(self, workdir: Path, services: Services,
+                       workers: int = 2) -> tuple[list[str], dict[str, str]]:
+        return ([str(self.python), "manage.py", "qcluster"],
+                self._env(services, BENCH_WORKERS=str(workers)))
 
     def client_command(self, workdir: Path, services: Services, workload: str,
                        n: int) -> tuple[list[str], dict[str, str]]:
         return [str(self.python), "client.py", workload, str(n)], self._env(services)
 
     # ------------------------------------------------------------------ helpers
+    def _lookups(self, services: Services) -> str:
+        """The client's ``is_done``, ``count`` and ``exact`` (see workloads.py)."""
+        if self.broker == REDIS_STORE:
+            return REDIS_STORE_LOOKUPS.format(store_redis=self._store_redis(services),
+                                              name=CLUSTER_NAME)
+        return ORM_LOOKUPS.format(task_model=self.flavour["task_model"])
+
     def _env(self, services: Services | None = None, **extra: str) -> dict[str, str]:
         env = {"DJANGO_SETTINGS_MODULE": "benchproj.settings", **extra}
         if self.broker == "sqs" and services is not None:
@@ -326,6 +455,10 @@ class DjangoQueue(System):
             if keys:
                 client.delete(*keys)
         client.close()
+        if self.broker == REDIS_STORE:  # the store's database is its own: emptied whole
+            store = redis.Redis(**self._store_redis(services))
+            store.flushdb()
+            store.close()
 
 
 def _purge_sqs(port: int) -> None:
@@ -395,11 +528,14 @@ SYSTEMS = [
     DjangoQueue("qhive", "orm-postgres"),
     # Django Q2's "redis" key selects qhive's Redis broker too; results in PostgreSQL.
     DjangoQueue("qhive", "redis"),
+    # The same broker, results in qhive's Redis result store (Django Q2 has none).
+    DjangoQueue("qhive", REDIS_STORE),
     DjangoQueue("django-q2", "orm-sqlite"),
     DjangoQueue("django-q2", "orm-postgres"),
     DjangoQueue("django-q2", "redis"),
     *(DjangoQueue("qhive", broker) for broker in TEST_SERVER_BROKERS),
     *(DjangoQueue("django-q2", broker) for broker in ("sqs", "ironmq", "mongo")),
     *(DjangoQueue(f"qhive@{BASELINE}", broker) for broker in ("orm-sqlite", "orm-postgres",
-                                                              "redis") if BASELINE),
+                                                              "redis", REDIS_STORE)
+      if BASELINE),
 ]

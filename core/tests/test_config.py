@@ -119,10 +119,10 @@ def test_default_workers_is_the_cpu_count():
     assert Config.from_dict({}).workers == (os.cpu_count() or 4)
 
 
-def test_default_queue_limit_is_workers_squared():
-    assert Config().queue_limit == Config().workers ** 2
-    assert Config.from_dict({"workers": 3}).queue_limit == 9
-    assert Config(workers=5).queue_limit == 25
+def test_default_queue_limit_is_50_per_worker():
+    assert Config().queue_limit == Config().workers * 50
+    assert Config.from_dict({"workers": 3}).queue_limit == 150
+    assert Config(workers=5).queue_limit == 250
 
 
 def test_every_key_has_a_default_test():
@@ -202,7 +202,7 @@ def test_legacy_rollbar_key_becomes_an_error_reporter():
 
 def test_direct_construction_validates_and_derives():
     config = Config(workers=2, redis="redis://localhost")
-    assert config.queue_limit == 4
+    assert config.queue_limit == 100
     assert config.broker == "redis"
     assert config.broker_selected_by == "redis"
     with pytest.raises(ConfigError) as info:
@@ -492,8 +492,8 @@ def test_root_cluster_name_key():
 
 def test_derived_defaults_follow_the_merged_values():
     q_cluster = {"workers": 2, "ALT_CLUSTERS": {"big": {"workers": 3}}}
-    assert Config.from_dict(q_cluster).queue_limit == 4
-    assert Config.from_dict(q_cluster, cluster="big").queue_limit == 9
+    assert Config.from_dict(q_cluster).queue_limit == 100
+    assert Config.from_dict(q_cluster, cluster="big").queue_limit == 150
     fixed = {"workers": 2, "queue_limit": 5, "ALT_CLUSTERS": {"big": {"workers": 3}}}
     assert Config.from_dict(fixed, cluster="big").queue_limit == 5
 

@@ -34,7 +34,7 @@ def test_has_django_q_fields_with_thread_pids_of_the_sentinel():
     stat = make(workers=[5, 6])
     assert (stat.status, stat.reincarnations, stat.task_q_size, stat.done_q_size) == \
         (STARTING, 0, 0, 0)
-    # The pusher and monitor are threads of the sentinel: they share its pid.
+    # Django Q's pusher and monitor pids are the sentinel's here.
     assert (stat.sentinel, stat.pusher, stat.monitor) == (321, 321, 321)
     assert stat.workers == [5, 6]
     assert stat.short_id == stat.cluster_id[-8:]

@@ -2,6 +2,7 @@
 
 SOURCE = '''
 import copy
+import threading
 import time
 
 import pytest
@@ -114,10 +115,52 @@ class CountsOnlySuccesses(DictStore):
         return sum(1 for r in self.data.values() if r.group == group and r.success != failures)
 
 
+class NeverWaits(DictStore):
+    """Broken: wait() looks once and gives up, whatever the deadline."""
+
+    def wait(self, look, deadline, **about):
+        return look()
+
+
+class WokenBySaves(DictStore):
+    """Correct: wait() sleeps on a condition that every save notifies (no polling)."""
+
+    saved = threading.Condition()
+
+    def save(self, result):
+        stored = super().save(result)
+        with self.saved:
+            self.saved.notify_all()
+        return stored
+
+    def wait(self, look, deadline, **about):
+        with self.saved:
+            found = look()
+            while found is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self.saved.wait(remaining)
+                found = look()
+            return found
+
+
 class TestGood(ResultStoreContract):
     @pytest.fixture
     def make_result_store(self):
         return lambda config: DictStore(config=config)
+
+
+class TestWokenBySaves(ResultStoreContract):
+    @pytest.fixture
+    def make_result_store(self):
+        return lambda config: WokenBySaves(config=config)
+
+
+class TestNeverWaits(ResultStoreContract):
+    @pytest.fixture
+    def make_result_store(self):
+        return lambda config: NeverWaits(config=config)
 
 
 class TestOverwritesSuccesses(ResultStoreContract):
@@ -148,6 +191,15 @@ class TestCountsOnlySuccesses(ResultStoreContract):
 def test_result_store_contract(run_contract):
     outcomes = run_contract(SOURCE)
     assert outcomes.not_passed("TestGood") == {}
+    assert outcomes.not_passed("TestWokenBySaves") == {}
+    assert outcomes.failed("TestNeverWaits") == {
+        "test_wait_returns_a_result_saved_while_waiting",
+        "test_wait_without_deadline_returns_a_result_saved_while_waiting",
+        "test_wait_by_name",
+        "test_wait_for_a_count_of_a_group",
+        "test_wait_gives_up_at_the_deadline",
+        "test_wait_can_be_repeated",
+    }
     assert {
         "test_a_success_is_final",
         "test_a_failure_is_replaced_by_a_failure",

@@ -9,6 +9,8 @@ from ._common import REDIS_DBS, PeerSystem
 
 TASKS = '''\
 """Celery benchmark project: the app and its one task (written by bench/systems/peers)."""
+import time
+
 from celery import Celery
 
 app = Celery("celery_bench_tasks", broker={broker_url!r}, backend={results_url!r})
@@ -19,6 +21,17 @@ app.conf.broker_connection_retry_on_startup = True
 @app.task
 def add(a, b):
     return a + b
+
+
+@app.task
+def sleep_ms(ms):
+    time.sleep(ms / 1000)
+    return ms
+
+
+@app.task
+def size(data):
+    return len(data)
 '''
 
 
@@ -38,9 +51,10 @@ class CelerySystem(PeerSystem):
     def tasks_module(self, broker_url: str, results_url: str) -> str:
         return TASKS.format(broker_url=broker_url, results_url=results_url)
 
-    def worker_command(self, workdir: Path, services: Services) -> tuple[list[str], dict[str, str]]:
+    def worker_command(self, workdir: Path, services: Services,
+                       workers: int = 2) -> tuple[list[str], dict[str, str]]:
         return ([str(self.python), "-m", "celery", "-A", self.tasks_module_name, "worker",
-                 "--pool=prefork", "--concurrency=2", "--loglevel=WARNING",
+                 "--pool=prefork", f"--concurrency={workers}", "--loglevel=WARNING",
                  "--hostname=bench-celery@%h"],
                 self.env(Path(workdir)))
 

@@ -10,6 +10,8 @@ from ._common import REDIS_DBS, PeerSystem
 TASKS = '''\
 """Dramatiq benchmark project: broker, Results middleware and one actor
 (written by bench/systems/peers)."""
+import time
+
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
@@ -24,6 +26,17 @@ dramatiq.set_broker(broker)
 @dramatiq.actor(store_results=True)
 def add(a, b):
     return a + b
+
+
+@dramatiq.actor(store_results=True)
+def sleep_ms(ms):
+    time.sleep(ms / 1000)
+    return ms
+
+
+@dramatiq.actor(store_results=True)
+def size(data):
+    return len(data)
 '''
 
 
@@ -43,8 +56,9 @@ class DramatiqSystem(PeerSystem):
     def tasks_module(self, broker_url: str, results_url: str) -> str:
         return TASKS.format(broker_url=broker_url, results_url=results_url)
 
-    def worker_command(self, workdir: Path, services: Services) -> tuple[list[str], dict[str, str]]:
-        return ([str(self.python), "-m", "dramatiq", "--processes", "2", "--threads", "1",
+    def worker_command(self, workdir: Path, services: Services,
+                       workers: int = 2) -> tuple[list[str], dict[str, str]]:
+        return ([str(self.python), "-m", "dramatiq", "--processes", str(workers), "--threads", "1",
                  self.tasks_module_name],
                 self.env(Path(workdir)))
 

@@ -9,6 +9,8 @@ from ._common import REDIS_DBS, PeerSystem
 
 TASKS = '''\
 """Huey benchmark project: the Huey instance and its one task (written by bench/systems/peers)."""
+import time
+
 from huey import RedisHuey
 
 # Huey's defaults otherwise: blocking dequeue (BRPOP), results kept in a Redis hash.
@@ -18,6 +20,17 @@ huey = RedisHuey("bench", url={broker_url!r})
 @huey.task()
 def add(a, b):
     return a + b
+
+
+@huey.task()
+def sleep_ms(ms):
+    time.sleep(ms / 1000)
+    return ms  # not None: Huey keeps no None result, and the client counts results
+
+
+@huey.task()
+def size(data):
+    return len(data)
 '''
 
 
@@ -37,9 +50,11 @@ class HueySystem(PeerSystem):
     def tasks_module(self, broker_url: str, results_url: str) -> str:
         return TASKS.format(broker_url=broker_url)
 
-    def worker_command(self, workdir: Path, services: Services) -> tuple[list[str], dict[str, str]]:
+    def worker_command(self, workdir: Path, services: Services,
+                       workers: int = 2) -> tuple[list[str], dict[str, str]]:
         return ([str(self.python), "-m", "huey.bin.huey_consumer",
-                 f"{self.tasks_module_name}.huey", "--workers", "2", "--worker-type", "process",
+                 f"{self.tasks_module_name}.huey", "--workers", str(workers),
+                 "--worker-type", "process",
                  "--quiet"],
                 self.env(Path(workdir)))
 

@@ -9,6 +9,8 @@ from ._common import REDIS_DBS, PeerSystem
 
 TASKS = '''\
 """RQ benchmark project: the queue and its one task (written by bench/systems/peers)."""
+import time
+
 from redis import Redis
 from rq import Queue
 
@@ -18,6 +20,15 @@ RESULT_TTL = 3600  # s; RQ's default is 500, kept long enough to read every resu
 
 def add(a, b):
     return a + b
+
+
+def sleep_ms(ms):
+    time.sleep(ms / 1000)
+    return ms
+
+
+def size(data):
+    return len(data)
 
 
 def queue():
@@ -41,10 +52,11 @@ class RQSystem(PeerSystem):
     def tasks_module(self, broker_url: str, results_url: str) -> str:
         return TASKS.format(broker_url=broker_url)
 
-    def worker_command(self, workdir: Path, services: Services) -> tuple[list[str], dict[str, str]]:
+    def worker_command(self, workdir: Path, services: Services,
+                       workers: int = 2) -> tuple[list[str], dict[str, str]]:
         broker_url, _ = self.urls(services)
         return ([str(self.python), "-m", "rq.cli", "worker-pool", "--url", broker_url,
-                 "--num-workers", "2", "--logging-level", "WARNING", "default"],
+                 "--num-workers", str(workers), "--logging-level", "WARNING", "default"],
                 self.env(Path(workdir)))
 
 

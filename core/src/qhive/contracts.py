@@ -362,6 +362,43 @@ class ResultStore(StatsKeeper, ABC):
         (the default) when the store cannot count them cheaply."""
         return None
 
+    #: How :meth:`wait` polls: the first pause, doubling up to the longest (4 looks a
+    #: second), so a result saved at once is seen in milliseconds.
+    WAIT_FIRST_PAUSE = 0.005
+    WAIT_LONGEST_PAUSE = 0.25
+
+    def wait(self, look: Callable[[], T | None], deadline: float | None, *,
+             task_id: str | None = None, name: str | None = None,
+             group: str | None = None) -> T | None:
+        """Call ``look()`` until it returns something other than None and return that,
+        or None once ``deadline`` (a :func:`time.monotonic` time; None: no end) has
+        passed. ``look`` runs at once, also when the deadline has passed: that is a
+        single look. What ``look`` raises propagates.
+
+        ``task_id``, ``name`` and ``group`` say which saves can change what ``look``
+        finds: a save of a result with this id, this name or in this group (none
+        given: any save). This default ignores them and polls (``WAIT_FIRST_PAUSE``
+        doubling to ``WAIT_LONGEST_PAUSE``). A store whose backend can announce its
+        saves overrides it to sleep until one of those saves is announced, adding no
+        load while it waits; such an override must look after it starts listening
+        (a save between the look and the sleep is not missed), look again whenever
+        announcements may have been lost (a broken connection), and may fall back
+        to this default.
+        """
+        found = look()
+        pause = self.WAIT_FIRST_PAUSE
+        while found is None:
+            sleep = pause
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                sleep = min(pause, remaining)
+            time.sleep(sleep)
+            found = look()
+            pause = min(pause * 2, self.WAIT_LONGEST_PAUSE)
+        return found
+
     def close(self) -> None:
         """Release connections; the store must still work if used again."""
 

@@ -102,8 +102,9 @@ def qhive_cluster_config(name: str, config: Config) -> Config | None:
     routed to a cluster other than its own with the ``cluster`` option. The
     Django integration answers from ``Q_CLUSTER["ALT_CLUSTERS"]``.
 
-    Runs in: the sentinel's monitor thread, as it sends the next link of a chain
-    (the caller, for ``sync`` tasks).
+    Runs in: the worker that ran the task (the sentinel's monitor thread for a task
+    whose worker died) as it sends the next link of a chain (the caller, for ``sync``
+    tasks).
 
     :param name: the cluster wanted (a key of ``ALT_CLUSTERS`` or the root's name).
     :param config: the config of the asking pipeline.
@@ -120,7 +121,7 @@ def qhive_pre_enqueue(task: dict[str, Any]) -> None:
     """A task is about to be signed and sent (Django's ``pre_enqueue`` signal).
 
     Runs in: the caller (the process that enqueues; for schedules, the scheduler
-    thread of a cluster; for the next link of a chain, the sentinel's monitor thread).
+    thread of a cluster; for the next link of a chain, the worker that ran the task).
     Implementations may change ``task`` in place.
 
     :param task: the task package: ``id``, ``name``, ``func``, ``args``,
@@ -136,7 +137,7 @@ def qhive_enqueue(task: dict[str, Any], broker: Broker, codec: TaskCodec) -> str
     Wrap it to add tracing, routing or outbox behaviour.
 
     Runs in: the caller (the process that enqueues; for schedules, the scheduler
-    thread of a cluster; for the next link of a chain, the sentinel's monitor thread).
+    thread of a cluster; for the next link of a chain, the worker that ran the task).
 
     :param task: the task package, after ``qhive_pre_enqueue``.
     :param broker: the broker of the task's cluster.
@@ -195,9 +196,9 @@ def qhive_post_execute_in_worker(task: dict[str, Any], result: TaskResult) -> No
 def qhive_task_succeeded(result: TaskResult) -> None:
     """A task finished and its result was handed to the result store.
 
-    Runs in: the sentinel's monitor thread, after its batch of results was saved and
+    Runs in: the worker that ran the task, after its batch of results was saved and
     before their messages are acknowledged (the caller, for ``sync`` tasks): a slow
-    implementation holds up saving.
+    implementation holds up the worker.
 
     :param result: what the store keeps; ``result.result`` is the return value.
     """
@@ -207,9 +208,10 @@ def qhive_task_succeeded(result: TaskResult) -> None:
 def qhive_task_failed(result: TaskResult, error: BaseException | None) -> None:
     """A task failed: it raised, timed out, or its worker died.
 
-    Runs in: the sentinel's monitor thread, after its batch of results was saved and
-    before their messages are acknowledged (the caller, for ``sync`` tasks): a slow
-    implementation holds up saving.
+    Runs in: the worker that ran the task, after its batch of results was saved and
+    before their messages are acknowledged — or, for a task whose worker died or timed
+    out, the sentinel's monitor thread (the caller, for ``sync`` tasks): a slow
+    implementation holds up the worker.
 
     :param result: the failure as stored; ``result.result`` is the error text.
     :param error: the exception when it was raised in this process, else ``None``
@@ -221,8 +223,11 @@ def qhive_task_failed(result: TaskResult, error: BaseException | None) -> None:
 def qhive_post_execute(task: dict[str, Any], result: TaskResult) -> None:
     """After a result was saved and the message acknowledged (Django's ``post_execute``).
 
-    Runs in: the sentinel's hook thread, one result at a time, off the saving path
-    (the caller, for ``sync`` tasks).
+    Runs in: the worker that ran the task, after its batch was saved and acknowledged,
+    one result at a time — or, for a task whose worker died or timed out, the
+    sentinel's hook thread (the caller, for ``sync`` tasks). A plugin that counts
+    across the cluster's processes keeps its counts where every process reaches them
+    (the Prometheus plugin: ``prometheus_client``'s multiprocess mode).
 
     :param task: the task package.
     :param result: the saved result.
@@ -248,11 +253,23 @@ def qhive_report_error(error: BaseException, task: dict[str, Any] | None) -> Non
 
 
 @hookspec
+def qhive_cluster_starting(cluster: Any) -> None:
+    """A cluster is about to start its workers: what they should inherit from the
+    sentinel (an environment variable, a directory) is set up here.
+
+    Runs in: the sentinel (cluster main process), on the thread that runs the
+    cluster, before any worker starts.
+
+    :param cluster: the cluster (its ``name``, ``config``, ``pid``).
+    """
+
+
+@hookspec
 def qhive_cluster_started(cluster: Any) -> None:
     """A cluster has spawned its workers and is taking tasks.
 
     Runs in: the sentinel (cluster main process), on the thread that runs the
-    cluster, once its workers, pusher and monitor started.
+    cluster, once its workers and monitor started.
 
     :param cluster: the running cluster (its ``name``, ``config``, ``pid``).
     """
@@ -263,7 +280,8 @@ def qhive_cluster_stopping(cluster: Any) -> None:
     """A cluster begins its stop procedure; close what you opened.
 
     Runs in: the sentinel (cluster main process), on the thread that runs the
-    cluster, as the stop begins: before the pusher stops and running tasks finish.
+    cluster, as the stop begins: before workers stop taking tasks and running tasks
+    finish.
 
     :param cluster: the stopping cluster.
     """

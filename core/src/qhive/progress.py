@@ -1,8 +1,8 @@
 """``progress(0.4, "step 2")``: a running task says how far it got.
 
-The report goes over the worker's pipe to its sentinel, which publishes it with
-the running tasks in its stats (see :mod:`qhive.running`): no broker or store
-round trip, and nothing at all for tasks that do not report.
+The report goes to the worker's slot of shared memory, where its sentinel reads
+it and publishes it with the running tasks in its stats (see
+:mod:`qhive.running`): no message, no broker or store round trip.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _sink_lock = threading.Lock()
 
 
 def report_to(sink: Callable[[float, str | None], None] | None) -> None:
-    """Where :func:`progress` goes in this process (the worker sets its pipe)."""
+    """Where :func:`progress` goes in this process (the worker sets its slot)."""
     global _sink
     _sink = sink
 
@@ -28,8 +28,8 @@ def progress(fraction: float, note: str | None = None) -> bool:
     short ``note`` (``progress(0.4, "step 2 of 5")``).
 
     Callers see it with the task's state (``status()``), ``qinfo``, ``qmonitor`` and
-    the admin's running tasks within a guard cycle. Each call is one message to the
-    sentinel: report per step, not per item of a tight loop. Outside a worker (a
+    the admin's running tasks within a guard cycle. A call costs a few microseconds
+    (a write to shared memory). Outside a worker (a
     ``sync`` task, a shell) nobody can watch, and it does nothing.
 
     :return: True when the report went to the cluster.

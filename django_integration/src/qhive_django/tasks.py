@@ -13,7 +13,9 @@ Differences from Django Q2, on purpose:
 * ``task_name`` follows the ``q_options`` rule like every other option (Django
   Q2 always consumed a ``task_name`` keyword); an unknown ``q_options`` key is
   a ``TypeError`` instead of being ignored.
-* ``result`` / ``fetch`` find a task that returned ``None``, and wait with a
+* ``result`` / ``fetch`` find a task that returned ``None``. Waiting is the result
+  store's :meth:`~qhive.contracts.ResultStore.wait`: woken by the store's
+  announcement of the save (the Redis store, the ORM store on PostgreSQL), else a
   backoff (5 ms doubling up to 250 ms) instead of querying every 10 ms.
 * A 32-hex-digit ``task_id`` is looked up as an id only; anything else as a name.
 * Cached results are keyed by the project ``name``, so ``result(id, cached=True)``
@@ -215,7 +217,7 @@ def result(task_id: str | uuid.UUID, wait: float = 0, cached: bool | None = None
            cluster: str | None = None) -> Any:
     """The result of a task by id or name: its return value, or the error text of a
     failure; ``None`` if not done. ``wait``: milliseconds to wait, ``-1`` for ever."""
-    found = _poll(_lookup(task_id, _store(cached, cluster)), _deadline(wait))
+    found = _wait_for(task_id, _store(cached, cluster), _deadline(wait))
     return found.result if found is not None else None
 
 
@@ -226,7 +228,7 @@ def fetch(task_id: str | uuid.UUID, wait: float = 0, cached: bool | None = None,
     a saved row with the ORM result store, an unsaved one from other stores), else a
     :class:`qhive.contracts.TaskResult`. ``wait`` as in :func:`result`."""
     store = _store(cached, cluster)
-    found = _poll(_lookup(task_id, store), _deadline(wait))
+    found = _wait_for(task_id, store, _deadline(wait))
     return as_task(store, found) if found is not None else None
 
 
@@ -309,11 +311,24 @@ def _store(cached: bool | None, cluster: str | None) -> ResultStore:
     return pipeline.result_store
 
 
+def _key(task_id: str | uuid.UUID) -> str:
+    return task_id.hex if isinstance(task_id, uuid.UUID) else str(task_id)
+
+
 def _lookup(task_id: str | uuid.UUID, store: ResultStore) -> Callable[[], TaskResult | None]:
-    key = task_id.hex if isinstance(task_id, uuid.UUID) else str(task_id)
+    key = _key(task_id)
     if _TASK_ID.fullmatch(key):
         return lambda: store.get(key)
     return lambda: store.get_by_name(key)
+
+
+def _wait_for(task_id: str | uuid.UUID, store: ResultStore,
+              deadline: float | None) -> TaskResult | None:
+    """The result by id or name, waited for until ``deadline`` (see :func:`_deadline`)
+    by the store: woken by its saves where it can, else polling."""
+    key = _key(task_id)
+    about = {"task_id": key} if _TASK_ID.fullmatch(key) else {"name": key}
+    return store.wait(_lookup(key, store), deadline, **about)
 
 
 def _group(store: ResultStore, group_id: str, failures: bool, wait: float,
@@ -321,37 +336,18 @@ def _group(store: ResultStore, group_id: str, failures: bool, wait: float,
     deadline = _deadline(wait)
     if count:
         # Django Q2: with a count, a wait that is not positive means "until it is there".
-        enough = _poll(lambda: store.count_group(group_id) >= count or None,
-                       deadline if wait > 0 else None)
+        enough = store.wait(lambda: store.count_group(group_id) >= count or None,
+                            deadline if wait > 0 else None, group=group_id)
         if not enough:
             return []
-    return _poll(lambda: store.get_group(group_id, failures=failures) or None, deadline) or []
-
-
-#: Pauses between looks while waiting: short at first, then no more than 4 looks a second.
-FIRST_PAUSE, LONGEST_PAUSE = 0.005, 0.25
+    return store.wait(lambda: store.get_group(group_id, failures=failures) or None, deadline,
+                      group=group_id) or []
 
 
 def _deadline(wait: float) -> float | None:
     """``wait`` milliseconds from now as a monotonic deadline; ``None``: for ever
     (a negative wait); ``0``: look once."""
     return None if wait < 0 else time.monotonic() + wait / 1000
-
-
-def _poll(look: Callable[[], Any], deadline: float | None) -> Any:
-    """``look()`` until it gives something other than None or ``deadline`` passes."""
-    found = look()
-    pause = FIRST_PAUSE
-    while found is None:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            pause = min(pause, remaining)
-        time.sleep(pause)
-        found = look()
-        pause = min(pause * 2, LONGEST_PAUSE)
-    return found
 
 
 # --------------------------------------------------------------------------- classes

@@ -13,6 +13,9 @@ names, and ``stopped`` times later than anything already stored, so a store
 shared with other data (one database table) passes too. The suite deletes what
 it saved afterwards. A store declaring ``keeps_stats`` is also checked as a place
 for cluster statistics (the tests of undeclared capabilities skip, naming them).
+:meth:`~qhive.contracts.ResultStore.wait` is checked whether the store polls (the
+default) or is woken by its saves: a waiter on another thread returns what is
+saved while it waits, by id, name or a group's count, and gives up at its deadline.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -87,6 +91,53 @@ class Results:
 
 def ids(results: Iterable[TaskResult]) -> list[str]:
     return [r.id for r in results]
+
+
+#: Seconds between the start of a wait and the save it waits for.
+SAVE_AFTER = 0.1
+
+
+class ReadCounter:
+    """Counts the reads of one store instance (``get``, ``get_by_name``, ``count_group``,
+    ``get_group``), wrapped with pytest's ``monkeypatch``: what a waiter costs the server.
+    A store's own tests use it to prove that ``wait`` does not poll."""
+
+    READS = ("get", "get_by_name", "count_group", "get_group")
+
+    def __init__(self, store: ResultStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        for method in self.READS:
+            monkeypatch.setattr(store, method, self._counting(getattr(store, method)))
+
+    def _counting(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return method(*args, **kwargs)
+        return counted
+
+
+def _waiting_for(wait: Callable[[], Any], save: Callable[[], Any]) -> Any:
+    """What ``wait()`` returns, called on a thread of its own while this one runs
+    ``save()`` ``SAVE_AFTER`` seconds later; fails if it has not returned ``MARGIN``
+    seconds after the save."""
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            answers.append(wait())
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    waiter = threading.Thread(target=run, name="contract-waiter", daemon=True)
+    waiter.start()
+    time.sleep(SAVE_AFTER)
+    save()
+    waiter.join(MARGIN)
+    if errors:
+        raise errors[0]
+    assert not waiter.is_alive(), f"wait() had not returned {MARGIN} s after the save"
+    return answers[0]
 
 
 def _applies_save_limit(store: ResultStore) -> None:
@@ -364,6 +415,90 @@ class ResultStoreContract:
         store.save(result)
         copy = pickled_copy(store, "result store")
         assert copy.get(result.id) == result
+
+    # -- waiting (``wait``: polling by default, woken by the store's saves where it can)
+
+    def test_wait_finds_what_is_there_in_one_look(self, store, results):
+        result = results.make()
+        store.save(result)
+        looks = []
+
+        def look():
+            looks.append(1)
+            return store.get(result.id)
+
+        assert store.wait(look, time.monotonic() + MARGIN, task_id=result.id) == result
+        assert len(looks) == 1, "wait() must return what its first look found"
+
+    def test_wait_with_a_past_deadline_looks_once(self, store, results):
+        looks = []
+        missing = uuid4().hex
+
+        def look():
+            looks.append(1)
+            return store.get(missing)
+
+        assert store.wait(look, time.monotonic() - 1, task_id=missing) is None
+        assert len(looks) == 1, "a deadline that has passed means one look"
+
+    def test_wait_returns_a_result_saved_while_waiting(self, store, results):
+        result = results.make()
+        found = _waiting_for(lambda: store.wait(lambda: store.get(result.id),
+                                                time.monotonic() + MARGIN, task_id=result.id),
+                             lambda: store.save(result))
+        assert found == result, f"wait() did not return a result saved {SAVE_AFTER} s later"
+
+    def test_wait_without_deadline_returns_a_result_saved_while_waiting(self, store, results):
+        result = results.make()
+        found = _waiting_for(lambda: store.wait(lambda: store.get(result.id), None,
+                                                task_id=result.id),
+                             lambda: store.save(result))
+        assert found == result
+
+    def test_wait_by_name(self, store, results):
+        result = results.make()
+        found = _waiting_for(lambda: store.wait(lambda: store.get_by_name(result.name),
+                                                time.monotonic() + MARGIN, name=result.name),
+                             lambda: store.save_many([results.make(), result]))
+        assert found == result
+
+    def test_wait_for_a_count_of_a_group(self, store, results):
+        group = results.group()
+        made = [results.make(group=group) for _ in range(3)]
+
+        def save_in_steps():
+            store.save_many(made[:2])
+            time.sleep(SAVE_AFTER)
+            store.save(results.make(group=results.group()))  # another group: no count
+            time.sleep(SAVE_AFTER)
+            store.save(made[2])
+
+        found = _waiting_for(lambda: store.wait(lambda: store.count_group(group) >= 3 or None,
+                                                time.monotonic() + MARGIN, group=group),
+                             save_in_steps)
+        assert found is True, "wait() for a group's count did not see the last of 3 saves"
+        assert ids(store.get_group(group)) == ids(made[::-1])
+
+    def test_wait_gives_up_at_the_deadline(self, store, results):
+        other = results.make()
+        missing = uuid4().hex
+        started = time.monotonic()
+        deadline = started + 2 * SAVE_AFTER
+        found = _waiting_for(lambda: store.wait(lambda: store.get(missing), deadline,
+                                                task_id=missing),
+                             lambda: store.save(other))  # a save of another id
+        assert found is None
+        assert time.monotonic() >= deadline, "wait() returned None before its deadline"
+
+    def test_wait_can_be_repeated(self, store, results):
+        """Stores keep what they listen with between waits: it must still work."""
+        for _ in range(3):
+            result = results.make()
+            found = _waiting_for(lambda r=result: store.wait(lambda: store.get(r.id),
+                                                             time.monotonic() + MARGIN,
+                                                             task_id=r.id),
+                                 lambda r=result: store.save(r))
+            assert found == result
 
     # -- statistics (``keeps_stats``): where clusters keep theirs when the broker cannot
 

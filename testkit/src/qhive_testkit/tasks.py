@@ -68,7 +68,8 @@ def unpicklable():
 FAILURES = {
     "leave": "SystemExit: 3",
     "interrupt": "KeyboardInterrupt",
-    "unpicklable": "the task returned a value that cannot be pickled (function)",
+    "unpicklable": "qhive could not store the result of this task: pickle serializer cannot "
+                   "serialize a value of type 'function'",
     "no_such_function": "task function 'qhive_testkit.tasks.no_such_function' does not exist",
     "die": "the worker running this task died (exit code 13)",
 }

@@ -5,11 +5,14 @@
 import sys
 
 import workloads
-from celery_bench_tasks import add, app
+from celery_bench_tasks import add, app, size, sleep_ms
+
+TASKS = {"add": add, "sleep_ms": sleep_ms, "size": size}
 
 
 def enqueue(i):
-    return add.delay(i, i)
+    name, args = workloads.task_call(i)
+    return TASKS[name].delay(*args)
 
 
 def is_done(result):

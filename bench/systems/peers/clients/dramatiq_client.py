@@ -6,11 +6,14 @@ import sys
 
 import workloads
 from dramatiq.results import ResultMissing
-from dramatiq_bench_tasks import add, result_backend
+from dramatiq_bench_tasks import add, result_backend, size, sleep_ms
+
+TASKS = {"add": add, "sleep_ms": sleep_ms, "size": size}
 
 
 def enqueue(i):
-    return add.send(i, i)
+    name, args = workloads.task_call(i)
+    return TASKS[name].send(*args)
 
 
 def is_done(message):

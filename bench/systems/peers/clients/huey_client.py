@@ -5,11 +5,14 @@
 import sys
 
 import workloads
-from huey_bench_tasks import add, huey
+from huey_bench_tasks import add, huey, size, sleep_ms
+
+TASKS = {"add": add, "sleep_ms": sleep_ms, "size": size}
 
 
 def enqueue(i):
-    return add(i, i)
+    name, args = workloads.task_call(i)
+    return TASKS[name](*args)
 
 
 def is_done(result):

@@ -6,14 +6,16 @@ import sys
 
 import workloads
 from rq.registry import FinishedJobRegistry
-from rq_bench_tasks import RESULT_TTL, add, queue
+from rq_bench_tasks import RESULT_TTL, add, queue, size, sleep_ms
 
 q = queue()
 finished = FinishedJobRegistry(queue=q)
+TASKS = {"add": add, "sleep_ms": sleep_ms, "size": size}
 
 
 def enqueue(i):
-    return q.enqueue(add, i, i, result_ttl=RESULT_TTL)
+    name, args = workloads.task_call(i)
+    return q.enqueue(TASKS[name], *args, result_ttl=RESULT_TTL)
 
 
 def is_done(job):

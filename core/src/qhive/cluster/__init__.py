@@ -1,6 +1,6 @@
 """The worker cluster: a sentinel (the ``qcluster`` process) guarding worker
-processes, with a pusher thread feeding tasks and a monitor thread saving
-results. See :mod:`qhive.cluster.cluster` for how it works and how it stops."""
+processes that take, run and save their own tasks. See
+:mod:`qhive.cluster.cluster` for how it works and how it stops."""
 
 from qhive.cluster.cluster import Cluster
 from qhive.cluster.logs import configure_logging

@@ -1,24 +1,27 @@
 """The cluster: a sentinel guarding a pool of worker processes.
 
-The sentinel is the ``qcluster`` process itself. Its main thread hands tasks
-to idle workers, collects their results, enforces timeouts and replaces
-workers that die, recycle or time out. Two threads feed it: the pusher (broker
-→ task queue) and the monitor (results → result store → acknowledgements).
+The sentinel is the ``qcluster`` process itself; it only supervises. Each
+worker takes its own tasks from the broker, runs them, saves their results and
+acknowledges them, in batches, on its own connections
+(:mod:`qhive.cluster.worker`): no task passes through the sentinel, so it is
+no bottleneck. The sentinel enforces timeouts, replaces workers that die,
+recycle or time out, and publishes the cluster's stats.
 
-The sentinel always knows which task each worker is running, so a worker
-that is killed, crashes or times out produces a failure for that task — which
-is saved, counted as an attempt and redelivered or given up per ``retry``,
-``max_attempts`` and ``ack_failures``. Nothing stalls and nothing is lost
-silently.
+The sentinel still knows which task each worker runs: the worker keeps it in
+its slot of shared memory (:mod:`qhive.cluster.slots`). So a worker that is
+killed, crashes or times out produces a failure for that task — saved by the
+sentinel's monitor thread, counted as an attempt and redelivered or given up
+per ``retry``, ``max_attempts`` and ``ack_failures``. Nothing stalls and
+nothing is lost silently.
 
 Stop procedure (SIGINT or SIGTERM, to the sentinel or to its whole process
-group: workers leave the decision to the sentinel): stop taking tasks; give the
-tasks taken but not started back to the broker (with receipts; without, run
-them first); let running tasks finish; save every result; stop the workers.
-Saving waits at most ``STOP_GRACE`` seconds for a failing broker or result
-store: the tasks whose results were not saved are not acknowledged and come
-back after ``retry``. A second signal stops at once, with the same outcome for
-running tasks.
+group: workers leave the decision to the sentinel): each worker stops taking
+tasks, gives the tasks it took but did not start back to the broker (with
+receipts; without, runs them first), finishes its running task, saves every
+result and exits. Saving waits at most ``STOP_GRACE`` seconds for a failing
+broker or result store: the tasks whose results were not saved are not
+acknowledged and come back after ``retry``. A second signal stops at once:
+running tasks are killed, and come back after ``retry``.
 
 The process exits non-zero when the cluster stopped because something broke:
 a thread of the sentinel died, or workers kept dying as they started.
@@ -40,28 +43,31 @@ import threading
 import time
 import uuid
 from multiprocessing.connection import wait
+from multiprocessing.heap import Arena
 from typing import Any
 
 import psutil
 
 from qhive.cluster.monitor import Monitor
 from qhive.cluster.processes import Worker, describe_exit, spawn_worker, worker_context
-from qhive.cluster.pusher import Pusher, Queued
+from qhive.cluster.served import ServedDrivers
+from qhive.cluster.slots import SLOT_BYTES, STRIPPED
 from qhive.cluster.stat import IDLE, STARTING, STOPPED, STOPPING, WORKING, Stat, StatStore
-from qhive.cluster.worker import PROGRESS
+from qhive.cluster.worker import EXITING, READY, STOP_GRACE
 from qhive.config import Config
 from qhive.errors import SetupError
 from qhive.naming import humanize
 from qhive.pipeline import Done, Pipeline
-from qhive.task import func_name
+from qhive.task import check_package, func_name
 
 logger = logging.getLogger("qhive.cluster")
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 #: Workers that die before they are ready, in a row, that stop the cluster.
 START_FAILURES = 3
-#: While stopping, the longest wait for a failing broker or result store.
-STOP_GRACE = 10.0
+#: The longest the sentinel sleeps between looks at the slots: how late a
+#: timeout may be noticed.
+TICK = 0.25
 
 
 class Cluster:
@@ -92,10 +98,16 @@ class Cluster:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._ctx = worker_context(setup)
+        # Zero pages are only allocated when written: a slot costs what its task uses.
+        self._memory = Arena(SLOT_BYTES * config.workers)
+        self._served: ServedDrivers | None = None
+        self._forced = False
+        #: What workers that ended had counted (their slots start again from zero).
+        self._ended = collections.Counter[str]()
+        self._running_cache: dict[int, tuple[int, dict[str, Any]]] = {}
         self._stat = Stat(self.cluster_id, config.cluster_name, socket.gethostname(), self.pid,
                           configured_workers=config.workers, queue_limit=config.queue_limit)
-        self.pusher = Pusher(self.pipeline, self._room, self._wake)
-        self.monitor = Monitor(self.pipeline, saved=self.pusher.space.set)
+        self.monitor = Monitor(self.pipeline)
         self.started = threading.Event()  # set once workers run (tests, embedding)
         self.stopped = threading.Event()
 
@@ -149,11 +161,14 @@ class Cluster:
         self._check_backends()
         self.pipeline.codec  # noqa: B018 -- fail at start, not at the first task
         self.pipeline.reporting  # noqa: B018 -- a missing reporter is said once, here
+        if not self.pipeline.broker.capabilities.shared:
+            self._served = ServedDrivers({"broker": self.pipeline.broker,
+                                          "result_store": self.pipeline.result_store})
+        self.pipeline.pm.hook.qhive_cluster_starting(cluster=self)
         for index in range(config.workers):
             self.workers.append(self._spawn(index))
         self._set_affinity()
         self.monitor.start()
-        self.pusher.start()
         self.status = IDLE
         self.pipeline.pm.hook.qhive_cluster_started(cluster=self)
         self._save_stat()
@@ -175,7 +190,8 @@ class Cluster:
                              "keeps trying", what, exc)
 
     def _spawn(self, index: int) -> Worker:
-        return spawn_worker(self._ctx, index, self.config, self.setup)
+        return spawn_worker(self._ctx, self._memory, index, self.config, self.setup,
+                            self._served, log=bool(logging.getLogger("qhive").handlers))
 
     def _set_affinity(self, workers: list[Worker] | None = None) -> None:
         per_worker = self.config.cpu_affinity
@@ -192,51 +208,19 @@ class Cluster:
                 return
 
     # ------------------------------------------------------------------ main loop
-    def _room(self) -> int:
-        """How many more tasks the pusher may take (``queue_limit`` minus held ones)."""
-        # Results not yet saved count too: a failing store stops the intake.
-        held = (len(self.pusher.queue) + sum(w.busy for w in self.workers)
-                + self.monitor.held())
-        limit = self.config.queue_limit
-        if self._stop_requests:
-            return 0
-        return (limit - held) if limit else max(self.config.workers * 2 - held, 0)
-
     def _loop(self) -> None:
         next_stat = 0.0
         while not self._stop_requests:
-            self._dispatch()
             self._wait_once()
             now = time.monotonic()
             if now >= next_stat:
                 self._guard()
                 next_stat = now + self.config.guard_cycle
 
-    def _dispatch(self) -> None:
-        queue = self.pusher.queue
-        for worker in self.workers:
-            if not queue:
-                return
-            if worker.busy or not worker.ready or not worker.process.is_alive():
-                continue
-            job = queue.popleft()
-            self._give(worker, job)
-
-    def _give(self, worker: Worker, job: Queued) -> None:
-        timeout = job.task.get("timeout", self.config.timeout)
-        # For the running list, the hooks and the error reporters.
-        job.task["run_started"] = time.time()
-        if job.deliveries is not None:
-            job.task["attempt"] = job.deliveries
-        worker.job, worker.progress = job, None
-        worker.deadline = time.monotonic() + timeout if timeout else None
-        with contextlib.suppress(OSError):  # a dead worker: its death settles the job
-            worker.conn.send_bytes(pickle.dumps(job.task, _PROTOCOL))
-
     def _wait_once(self) -> None:
         now = time.monotonic()
-        timeout = self.config.guard_cycle
-        deadlines = [w.deadline for w in self.workers if w.deadline is not None]
+        timeout = min(self.config.guard_cycle, TICK)
+        deadlines = [w.state.deadline for w in self.workers if w.busy and w.state.deadline]
         if deadlines:
             timeout = max(0.0, min(timeout, min(deadlines) - now))
         sources: dict[Any, Worker | None] = {self._wake_r: None}
@@ -251,6 +235,8 @@ class Cluster:
                 self._receive(worker)
             elif worker in self.workers:
                 self._died(worker)
+        for worker in self.workers:
+            worker.state = worker.slot.read()
         self._check_timeouts()
 
     def _drain_wake(self) -> None:
@@ -261,53 +247,50 @@ class Cluster:
             pass
 
     def _receive(self, worker: Worker) -> bool:
-        """Take a worker's answer; False when there is none (it died)."""
+        """Take a worker's message; False when there is none (it died)."""
         try:
-            result, exiting = pickle.loads(worker.conn.recv_bytes())
+            kind, value = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
             return False  # it died: the process sentinel tells the rest
-        if result == PROGRESS:  # progress of its task: (fraction, note)
-            worker.progress = exiting
-            return True
-        if result is None:  # its start-up report: ready, or why not
-            worker.ready, worker.start_error = exiting is None, exiting
+        if kind == READY:  # its start-up report: ready, or why not
+            worker.ready, worker.start_error = value is None, value
             if worker.ready:
                 self._start_failures = 0
-            return True
-        job, worker.job, worker.deadline = worker.job, None, None
-        self.pusher.space.set()
-        if job is not None:
-            self.monitor.put(Done(job.task, result, job.ack_id, job.deliveries))
-        if exiting:
-            worker.process.join(5)
-            self._replace(worker, "recycled")
+        elif kind == EXITING:  # it exits on its own, having saved everything
+            worker.exiting = value
         return True
 
     def _died(self, worker: Worker) -> None:
-        """A worker's process ended without being asked to."""
+        """A worker's process ended."""
         worker.process.join(1)
-        # An answer may still sit in the pipe (a death right after answering),
-        # behind progress reports.
-        answered = False
-        while worker.busy and worker.conn.poll(0) and self._receive(worker):
-            answered = not worker.busy
-        if answered and worker not in self.workers:  # it was recycling
-            return
+        while worker.conn.poll(0) and self._receive(worker):  # what it said last
+            pass
+        state = worker.state = worker.slot.read()
+        for counter in ("processed", "failed", "broker_errors", "store_errors"):
+            self._ended[counter] += getattr(state, counter)
         if not worker.ready:
-            if worker.conn.poll(0):  # its start-up error, if it sent one
-                self._receive(worker)
             if self._start_failed(worker):
                 return
-        elif worker.busy:
-            code = worker.process.exitcode
-            if worker.timed_out:
+        elif state.running and not self._forced:
+            if worker.timed_out == state.tasks:
                 message = (f"Task exceeded maximum timeout value "
-                           f"({worker.job.task.get('timeout', self.config.timeout)} seconds); "
-                           f"its worker was killed")
+                           f"({_seconds(state.timeout)} seconds); its worker was killed")
+            elif worker.timed_out is not None:
+                message = ("its worker was killed for the timeout of the task it ran before, "
+                           "as this one started")
             else:
-                message = f"the worker running this task died ({describe_exit(code)})"
-            self._fail_job(worker, message)
-        self._replace(worker, "timed out" if worker.timed_out else "died")
+                message = (f"the worker running this task died "
+                           f"({describe_exit(worker.process.exitcode)})")
+            self._fail_running(worker, message)
+        if worker.exiting:
+            why = worker.exiting
+        elif worker.timed_out is not None:
+            why = "timed out"
+        elif self._stop_requests and worker.process.exitcode == 0:
+            why = "stopped"
+        else:
+            why = "died"
+        self._replace(worker, why)
 
     def _start_failed(self, worker: Worker) -> bool:
         """A worker died before it was ready; True when that stops the cluster."""
@@ -321,41 +304,66 @@ class Cluster:
         self._fatal(f"workers die as they start ({self._start_failures} in a row): {cause}")
         return True
 
-    def _fail_job(self, worker: Worker, message: str) -> None:
-        job = worker.job
-        worker.job, worker.deadline = None, None
-        self.pusher.space.set()
-        logger.error("task %s (%s): %s", job.task.get("name"), job.task.get("func"), message)
-        result = self.pipeline.result_of(job.task, False, message)
-        self.monitor.put(Done(job.task, result, job.ack_id, job.deliveries))
+    def _task_in(self, worker: Worker) -> tuple[dict[str, Any], str | None] | None:
+        """The task a worker's slot says it runs, and its message's receipt."""
+        _count, kind, data, ack_id = worker.slot.task_data()
+        try:
+            if kind == STRIPPED:  # written by our own worker: not a message from outside
+                task = pickle.loads(data)
+            else:
+                task = check_package(self.pipeline.codec.decode(data))
+        except Exception as exc:
+            logger.error("cannot read the task of worker %s from its slot: %s", worker.name,
+                         exc)
+            return None
+        task.setdefault("cluster", self.config.cluster_name)
+        return task, ack_id
+
+    def _fail_running(self, worker: Worker, message: str) -> None:
+        found = self._task_in(worker)
+        if found is None:
+            return  # unacknowledged: it comes back after 'retry'
+        task, ack_id = found
+        state = worker.state
+        task["run_started"] = state.started
+        if state.attempt is not None:
+            task["attempt"] = state.attempt
+        logger.error("task %s (%s): %s", task.get("name"), task.get("func"), message)
+        result = self.pipeline.result_of(task, False, message)
+        self.monitor.put(Done(task, result, ack_id, state.attempt))
 
     def _replace(self, worker: Worker, why: str) -> None:
         index = self.workers.index(worker)
         worker.conn.close()
-        self.reincarnations += 1
-        level = logging.INFO if why == "recycled" else logging.WARNING
-        logger.log(level, "worker %s %s (exit %s); starting a new one", worker.name, why,
-                   worker.process.exitcode)
+        self._running_cache.pop(index, None)
         if self._stop_requests:
             self.workers.pop(index)
+            logger.log(logging.INFO if why == "stopped" else logging.WARNING,
+                       "worker %s %s (exit %s)", worker.name, why, worker.process.exitcode)
             return
+        level = logging.INFO if why.startswith("recycled") else logging.WARNING
+        logger.log(level, "worker %s %s (exit %s); starting a new one", worker.name, why,
+                   worker.process.exitcode)
+        self.reincarnations += 1
         self.workers[index] = self._spawn(index)
         self._set_affinity([self.workers[index]])
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()
         for worker in self.workers:
-            if worker.deadline is not None and now >= worker.deadline and not worker.timed_out:
-                worker.timed_out = True
+            state = worker.state
+            if (state.running and state.deadline and now >= state.deadline
+                    and worker.timed_out is None):
+                worker.timed_out = state.tasks
                 worker.process.kill()  # its death, seen next round, records the failure
 
     def _guard(self) -> None:
-        for thread, name in ((self.pusher, "pusher"), (self.monitor, "monitor"), *self._watched):
+        for thread, name in ((self.monitor, "monitor"), *self._watched):
             if not thread.is_alive() and not self._stop_requests:
                 error = getattr(thread, "error", None)
                 self._fatal(f"the {name} thread stopped unexpectedly"
                             + (f" ({type(error).__name__}: {error})" if error else ""))
-        self.status = WORKING if any(w.busy for w in self.workers) or self.pusher.queue else IDLE
+        self.status = WORKING if any(w.busy for w in self.workers) else IDLE
         self._save_stat()
 
     # ------------------------------------------------------------------ stop
@@ -363,40 +371,26 @@ class Cluster:
         self.status = STOPPING
         logger.info("Q Cluster %s stopping", self.name)
         self.pipeline.pm.hook.qhive_cluster_stopping(cluster=self)
-        self.pusher.stopping.set()
-        self.pusher.space.set()
-        self.pusher.join(5)
         self._save_stat()
-        queue = self.pusher.queue
-        receipts = self.pipeline.broker.capabilities.receipts
-        if receipts:
-            self._release_all(queue)
-        forced = False
+        for worker in self.workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send_bytes(pickle.dumps(None))
+        # Each worker finishes its task, saves its results and exits; deaths and
+        # timeouts meanwhile are handled as while running.
         next_stat = time.monotonic() + self.config.guard_cycle
-        while any(w.busy for w in self.workers) or (queue and not receipts):
-            if self._stop_requests > 1:
-                forced = True
-                break
-            self._dispatch()
+        while self.workers:
+            if self._stop_requests > 1 and not self._forced:
+                self._forced = True
+                for worker in self.workers:
+                    if worker.busy:
+                        logger.warning("stopping now: task of %s left unacknowledged; it comes "
+                                       "back after 'retry'", worker.name)
+                    worker.process.kill()
             self._wait_once()
             if time.monotonic() >= next_stat:
                 self._save_stat()
                 next_stat = time.monotonic() + self.config.guard_cycle
-        for worker in self.workers:
-            if forced and worker.busy:
-                logger.warning("stopping now: task %s left unacknowledged; it comes back "
-                               "after 'retry'", worker.job.task.get("name"))
-                worker.process.kill()
-            else:
-                with contextlib.suppress(OSError):
-                    worker.conn.send_bytes(pickle.dumps(None))
-        for worker in self.workers:
-            worker.process.join(10)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(1)
-            worker.conn.close()
-        if forced:
+        if self._forced:
             self.monitor.give_up.set()
         self.monitor.finish()
         self.monitor.join(STOP_GRACE)
@@ -407,23 +401,9 @@ class Cluster:
             logger.error("stopping without waiting for %d results to be saved: their tasks "
                          "were not acknowledged and come back after 'retry' (%s s)",
                          self.monitor.unsaved, self.config.retry)
-        self.workers.clear()
+        stat = self.stat
         logger.info("Q Cluster %s stopped (%d processed, %d failed)", self.name,
-                    self.monitor.processed, self.monitor.failed)
-
-    def _release_all(self, queue: collections.deque[Queued]) -> None:
-        """Give the tasks taken but never started back to the broker, for anyone to
-        take; after the first failure, leave the rest to come back after ``retry``."""
-        while queue:
-            try:
-                self.pipeline.broker.release(queue[0].ack_id)
-            except Exception as exc:
-                logger.warning("could not give back %d tasks taken but not started (%s); they "
-                               "come back after 'retry' (%s s)", len(queue), exc,
-                               self.config.retry)
-                queue.clear()
-                return
-            queue.popleft()
+                    stat.processed, stat.failed)
 
     # ------------------------------------------------------------------ stats
     @property
@@ -431,25 +411,49 @@ class Cluster:
         """The cluster now, a new :class:`Stat` each time (plugins read it from other
         threads, the guard saves it)."""
         workers = list(self.workers)
+        states = [(w, w.slot.read()) for w in workers]
+        counted = self.counters(states)
         return dataclasses.replace(
             self._stat, status=self.status, workers=[w.process.pid for w in workers],
-            reincarnations=self.reincarnations, task_q_size=len(self.pusher.queue),
-            done_q_size=self.monitor.results.qsize(), busy=sum(w.busy for w in workers),
-            processed=self.monitor.processed, failed=self.monitor.failed,
-            running=[entry for w in workers if (entry := self._running(w))])
+            reincarnations=self.reincarnations, task_q_size=counted["prefetched"],
+            done_q_size=counted["unsaved"], busy=sum(s.running for _w, s in states),
+            processed=counted["processed"], failed=counted["failed"],
+            running=[entry for w, s in states if (entry := self._running(w, s))])
 
-    @staticmethod
-    def _running(worker: Worker) -> dict[str, Any] | None:
-        job, progress = worker.job, worker.progress  # once: other threads read stats too
-        if job is None:
+    def counters(self, states: list | None = None) -> collections.Counter[str]:
+        """The cluster's totals: ``processed``, ``failed``, ``prefetched`` (taken, not
+        started), ``unsaved``, ``broker_errors``, ``store_errors``."""
+        if states is None:
+            states = [(w, w.slot.read()) for w in list(self.workers)]
+        total = collections.Counter(self._ended)
+        for _worker, state in states:
+            for name in ("processed", "failed", "prefetched", "unsaved", "broker_errors",
+                         "store_errors"):
+                total[name] += getattr(state, name)
+        monitor = self.monitor
+        total["processed"] += monitor.processed
+        total["failed"] += monitor.failed
+        total["unsaved"] += monitor.unsaved
+        total["store_errors"] += monitor.outage.totals["result store"]
+        total["broker_errors"] += monitor.outage.totals["broker"]
+        return total
+
+    def _running(self, worker: Worker, state: Any) -> dict[str, Any] | None:
+        if not state.running:
             return None
-        task = job.task
-        fraction, note = progress or (None, None)
-        return {"id": task["id"], "name": task.get("name"), "func": func_name(task["func"]),
-                "group": task.get("group"), "worker": worker.process.pid,
-                "started": task.get("run_started"),
-                "attempt": task.get("attempt"),
-                "progress": fraction, "note": note}
+        index = worker.slot.index
+        cached = self._running_cache.get(index)
+        if cached is None or cached[0] != state.tasks:
+            found = self._task_in(worker)
+            if found is None:
+                return None
+            task = found[0]
+            cached = self._running_cache[index] = (state.tasks, {
+                "id": task["id"], "name": task.get("name"), "func": func_name(task["func"]),
+                "group": task.get("group")})
+        return {**cached[1], "worker": worker.process.pid, "started": state.started,
+                "attempt": state.attempt, "progress": state.progress,
+                "note": worker.slot.note() if state.progress is not None else None}
 
     def _save_stat(self) -> None:
         # Statistics are never worth stopping for: a failure is logged, as a warning
@@ -469,3 +473,8 @@ class Cluster:
             self._stat_failed = True
             log("Q Cluster %s could not save its statistics (%s: %s)", self.name,
                 type(exc).__name__, exc)
+
+
+def _seconds(value: float | None) -> Any:
+    """A timeout as the user wrote it: ``5``, not ``5.0``."""
+    return int(value) if value is not None and value == int(value) else value

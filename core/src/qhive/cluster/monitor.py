@@ -1,4 +1,5 @@
-"""The monitor: saves results in batches and settles their messages.
+"""The monitor: saves the failures the sentinel records for tasks whose worker
+died or timed out, and settles their messages (workers save their own results).
 
 A thread of the sentinel process, with connections of its own. It takes
 whatever results are waiting, saves them with one ``save_many`` call, runs the
@@ -8,10 +9,9 @@ slow hook never holds up saving.
 
 If the result store fails, the results are kept and retried with a short
 back-off: a message is only acknowledged after its result was saved, so nothing
-is lost. Meanwhile the cluster takes no new tasks (:attr:`Monitor.unsaved`
-counts against ``queue_limit``) and, where the broker can, the receipts of the
-held tasks are renewed so that no other cluster runs them again. A stop gives
-up on a failing store after a bound: those tasks come back after ``retry``.
+is lost. Meanwhile, where the broker can, the receipts of the held tasks are
+renewed so that no other cluster runs them again. A stop gives up on a failing
+store after a bound: those tasks come back after ``retry``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from qhive.cluster.outage import Outage
@@ -36,12 +35,9 @@ HOOKS_STOP_WAIT = 10.0
 
 
 class Monitor(threading.Thread):
-    """:param saved: called after results were saved (their room is free again)."""
-
-    def __init__(self, pipeline: Pipeline, saved: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         super().__init__(name="qhive-monitor", daemon=True)
         self.pipeline = pipeline  # the cluster gives the monitor drivers of its own
-        self.saved = saved
         self.results: queue.Queue[Done | None] = queue.Queue()
         self.hooks = _HookRunner(pipeline)
         self.processed = 0
@@ -52,13 +48,6 @@ class Monitor(threading.Thread):
         self.give_up = threading.Event()  # a stop's bound has passed: stop retrying
         self.error: BaseException | None = None  # why the thread died, if it did
         self._failed: Exception | None = None  # the last error of the store or broker
-
-    def held(self) -> int:
-        """Unsaved results that count against ``queue_limit``: all of them while saving
-        fails; otherwise those beyond one batch (a slow store must not grow memory),
-        so that saving in batches never idles the workers."""
-        unsaved = self.unsaved
-        return unsaved if self.outage.errors else max(0, unsaved - BATCH)
 
     def put(self, done: Done) -> None:
         with self._lock:
@@ -115,7 +104,6 @@ class Monitor(threading.Thread):
         self.outage.recovered()
         with self._lock:
             self.unsaved -= len(batch)
-        self.saved()
         for done, result in zip(batch, stored, strict=True):
             self.processed += 1
             if not result.success:
@@ -134,8 +122,7 @@ class Monitor(threading.Thread):
         while True:
             delay = self.outage.failed(
                 self._failed, f"monitor: saving or acknowledging {len(batch)} results failed "
-                              f"({self.unsaved} tasks held; no new tasks are taken until "
-                              f"they are saved)")
+                              f"({self.unsaved} tasks held)")
             self._touch(batch)
             self._reconnect()
             # Again well before the renewed receipts run out.

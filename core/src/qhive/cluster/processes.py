@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from qhive.cluster.slots import Slot, SlotState
 from qhive.cluster.worker import run_worker
 
 if TYPE_CHECKING:
-    from qhive.cluster.pusher import Queued
     from qhive.config import Config
 
 
@@ -34,16 +34,16 @@ class Worker:
     process: Any
     conn: Connection
     name: str
-    job: Queued | None = None
-    deadline: float | None = None
-    timed_out: bool = False
-    ready: bool = False  # set up and waiting for tasks (never given one before)
+    slot: Slot
+    ready: bool = False  # set up and taking tasks
     start_error: str | None = None  # why its set-up failed, as it reported
-    progress: tuple[float, str | None] | None = None  # what its task last reported
+    exiting: str | None = None  # why it exits on its own (recycled), as it said
+    timed_out: int | None = None  # the slot's task counter when killed for a timeout
+    state: SlotState | None = None  # its slot, as last read by the sentinel
 
     @property
     def busy(self) -> bool:
-        return self.job is not None
+        return self.state is not None and self.state.running
 
 
 def worker_context(setup: str | None) -> multiprocessing.context.BaseContext:
@@ -60,19 +60,23 @@ def worker_context(setup: str | None) -> multiprocessing.context.BaseContext:
     return context
 
 
-def spawn_worker(context: multiprocessing.context.BaseContext, index: int, config: Config,
-                 setup: str | None) -> Worker:
-    """Start worker number ``index``; it reports when it is ready (or why not)."""
+def spawn_worker(context: multiprocessing.context.BaseContext, memory: Any, index: int,
+                 config: Config, setup: str | None, served: Any = None,
+                 log: bool = False) -> Worker:
+    """Start worker number ``index`` in slot ``index`` of ``memory``; it reports when
+    it is ready (or why not)."""
+    slot = Slot(memory.buffer, index)
+    slot.reset()
     ours, theirs = context.Pipe()
     name = f"qhive-worker-{index}-{uuid.uuid4().hex[:6]}"
     process = context.Process(
-        target=run_worker, args=(theirs, config, setup, name), name=name,
-        daemon=config.daemonize_workers,
+        target=run_worker, args=(theirs, memory, index, config, setup, name, served, log),
+        name=name, daemon=config.daemonize_workers,
     )
     with main_script_hidden():
         process.start()
     theirs.close()
-    return Worker(process, ours, name)
+    return Worker(process, ours, name, slot)
 
 
 @contextlib.contextmanager

@@ -57,17 +57,18 @@ class Stat:
     :ivar workers: the pids of the worker processes in the pool now.
     :ivar reincarnations: workers started to replace one that recycled, died or
         timed out.
-    :ivar task_q_size: tasks taken from the broker and not yet running (``TQ``).
+    :ivar task_q_size: tasks the workers took from the broker and did not start (``TQ``).
     :ivar done_q_size: results waiting to be saved (``RQ``).
     :ivar busy: workers running a task now.
     :ivar processed: tasks whose result this cluster has saved; ``failed`` of them failed.
     :ivar tob: time of birth, seconds since the epoch (the cluster's clock).
     :ivar timestamp: when this stat was saved (the cluster's clock).
     :ivar sentinel: the pid of the sentinel process (the same as ``pid``).
-    :ivar pusher: Django Q's pusher pid: the pusher is a thread of the sentinel here,
-        so this is the sentinel's pid.
-    :ivar monitor: Django Q's monitor pid (it saves results): a thread of the
-        sentinel too, so the sentinel's pid; its memory is part of the sentinel's.
+    :ivar pusher: Django Q's pusher pid. There is no pusher here (each worker takes its
+        own tasks), so this is the sentinel's pid.
+    :ivar monitor: Django Q's monitor pid: workers save their own results here, and the
+        sentinel's monitor thread saves the failures of tasks whose worker died; the
+        sentinel's pid.
     :ivar configured_workers: the ``workers`` setting of the cluster; ``Pool``
         below it means workers are missing (0: unknown, from an older qhive).
     :ivar queue_limit: the ``queue_limit`` setting (``None``: unbounded).
@@ -94,7 +95,7 @@ class Stat:
     queue_limit: int | None = None
     running: list[dict] = dataclasses.field(default_factory=list)
 
-    # Django Q's three pids: the pusher and the monitor are threads of the sentinel here.
+    # Django Q's three pids: the sentinel's for all three here.
     sentinel = pusher = monitor = property(lambda self: self.pid)
 
     @staticmethod

@@ -94,7 +94,8 @@ def test_started_while_the_service_is_down_it_waits_then_works(cluster_settings,
     log = cluster.log()
     assert "the broker cannot be reached yet (IronMQ broker: ping failed: cannot reach " \
            f"IronMQ at http://127.0.0.1:{server.port} (" in log, log
-    cluster.wait_for_log("pusher: broker error: IronMQ broker: dequeue failed: cannot reach")
+    cluster.wait_for_log("taking tasks: broker error: IronMQ broker: dequeue failed: "
+                         "cannot reach")
     server.start()
     try:
         task = async_task(f"{T}.add", 20, 22)

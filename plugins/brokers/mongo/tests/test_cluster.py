@@ -106,9 +106,9 @@ def test_the_server_stopped_for_10_seconds_under_load(cluster_settings, qcluster
     # last result was saved (an acknowledgement still waiting for the server).
     cluster.wait_for_log("reachable again", within=60)
     log = cluster.log()
-    # Noticed by the pusher taking tasks, or by the monitor acknowledging them (which
+    # Noticed by a worker taking tasks, or acknowledging them (it
     # then holds the intake until the broker is back).
-    assert "pusher: broker error" in log or "monitor: saving or acknowledging" in log, \
+    assert "taking tasks: broker error" in log or "saving or acknowledging" in log, \
         "the outage was noticed and logged"
     assert "MongoDB broker:" in log, "the error names the broker"
     assert cluster.stop() == 0

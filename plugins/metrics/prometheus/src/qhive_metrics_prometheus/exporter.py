@@ -1,5 +1,5 @@
-"""One cluster's ``/metrics`` endpoint: a registry of its own, the HTTP server and the
-queue size thread, started and stopped together.
+"""One cluster's ``/metrics`` endpoint: the count directory, a registry of its own, the
+HTTP server and the queue size thread, started and stopped together.
 
 The registry is not ``prometheus_client``'s global one: the endpoint shows this
 cluster's metrics and nothing that other code of the process registers there.
@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from qhive_metrics_prometheus.collector import ClusterCollector, TaskMetrics
+from qhive_metrics_prometheus.collector import ClusterCollector
+from qhive_metrics_prometheus.counts import CountDirectory
 from qhive_metrics_prometheus.probe import QueueSizeProbe
+from qhive_metrics_prometheus.taskmetrics import observe
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -28,14 +30,15 @@ logger = logging.getLogger("qhive.metrics.prometheus")
 
 
 class Exporter:
-    """:param cluster: the running :class:`qhive.cluster.Cluster`.
+    """:param cluster: the :class:`qhive.cluster.Cluster`, about to start its workers.
     :param options: its checked ``Q_CLUSTER['plugins']['prometheus']``."""
 
     def __init__(self, cluster: Any, options: Options) -> None:
         self.options = options
-        self.registry = CollectorRegistry()
-        self.tasks = TaskMetrics(self.registry, cluster.config.cluster_name, options)
+        self.counts = CountDirectory(cluster.config.cluster_name, options)
         self.probe = QueueSizeProbe(cluster.pipeline)
+        self.registry = CollectorRegistry()
+        self.registry.register(self.counts)
         self.registry.register(ClusterCollector(cluster, self.probe))
         self.server: WSGIServer | None = None
         self.thread: threading.Thread | None = None
@@ -49,24 +52,29 @@ class Exporter:
         return f"http://{host}:{port}/metrics"
 
     def start(self) -> None:
-        """Listen, then start the queue size thread.
+        """Open the count directory (before any worker starts: they inherit it), listen,
+        then start the queue size thread. Nothing stays open when it fails.
 
+        :raises CountDirectoryError: ``PROMETHEUS_MULTIPROC_DIR`` names no directory.
         :raises OSError: the address cannot be listened on (a port in use).
         """
-        self.server, self.thread = start_http_server(
-            self.options.port, self.options.addr, registry=self.registry)
-        self.thread.name = "qhive-metrics-http"
+        self.counts.open()
         try:
+            self.server, self.thread = start_http_server(
+                self.options.port, self.options.addr, registry=self.registry)
+            self.thread.name = "qhive-metrics-http"
             self.probe.start()
         except BaseException:
-            self.stop()
+            self.stop(remove=True)
             raise
 
     def observe(self, task: dict[str, Any], result: TaskResult) -> None:
-        self.tasks.observe(task, result)
+        """Count a result the sentinel saved (a task whose worker died or timed out)."""
+        self.counts.add(observe(task, result))
 
-    def stop(self) -> None:
-        """Stop listening and close the queue size thread's connections."""
+    def stop(self, remove: bool = False) -> None:
+        """Stop listening, close the queue size thread's connections, and take the
+        variables out of the environment (``remove``: the directory too)."""
         if self.server is not None:
             self.server.shutdown()  # returns once serve_forever() has returned
             with contextlib.suppress(OSError):
@@ -74,3 +82,4 @@ class Exporter:
         if self.thread is not None:
             self.thread.join(5)
         self.probe.stop()
+        self.counts.close(remove=remove)

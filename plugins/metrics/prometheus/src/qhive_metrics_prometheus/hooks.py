@@ -2,19 +2,25 @@
 
 Nothing happens unless the cluster's config has ``Q_CLUSTER["plugins"]["prometheus"]``:
 every process of a project loads hook-only plugins (web, workers, the sentinel), and
-only a configured cluster's sentinel opens a port and imports ``prometheus_client``.
+only a configured cluster's sentinel opens a port, and only its workers count.
 
 * ``qhive_check_config``: the options, checked (``manage.py check``, ``qplugins check``);
-* ``qhive_cluster_started`` / ``qhive_cluster_stopping`` (the sentinel's main thread):
-  serve ``/metrics``, then stop serving. A port in use is one error line: the cluster
-  runs on, without metrics;
-* ``qhive_post_execute`` (the sentinel's hook thread): count each saved result.
+* ``qhive_cluster_starting`` / ``qhive_cluster_stopping`` (the sentinel's main thread):
+  make the count directory and serve ``/metrics`` before any worker starts, then stop
+  serving. A port in use is one error line: the cluster runs on, without metrics, and
+  its workers count nothing;
+* ``qhive_configure`` (every process, as it builds a pipeline): in a worker of a
+  cluster that serves metrics (it inherited ``QHIVE_PROMETHEUS_CLUSTER``), remember the
+  options, to count;
+* ``qhive_post_execute``: count each saved result — in the worker that saved it, or in
+  the sentinel for a task whose worker died or timed out.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +33,31 @@ if TYPE_CHECKING:
     from qhive.contracts import TaskResult
 
     from qhive_metrics_prometheus.exporter import Exporter
+    from qhive_metrics_prometheus.taskmetrics import WorkerTaskMetrics
 
 logger = logging.getLogger("qhive.metrics.prometheus")
+
+#: Set by the sentinel for its workers (counts.CLUSTER_VARIABLE; not imported from there:
+#: that module imports prometheus_client, which only a configured cluster needs).
+CLUSTER_VARIABLE = "QHIVE_PROMETHEUS_CLUSTER"
 
 #: The exporters of the clusters running in this process, by cluster name (one, in a
 #: ``qcluster`` process; tests and embedding may run more).
 _exporters: dict[str, Exporter] = {}
 _lock = threading.Lock()
+
+
+class _Worker:
+    """This process's counting, as a worker of a cluster that serves metrics."""
+
+    def __init__(self) -> None:
+        self.cluster: str | None = None  # None: not such a worker, or it cannot count
+        self.options: _options.Options | None = None
+        self.metrics: WorkerTaskMetrics | None = None
+        self.failed = False  # a failure to count was said (once per process)
+
+
+_worker = _Worker()
 
 
 @hookimpl
@@ -42,7 +66,7 @@ def qhive_check_config(config: Config) -> list[str]:
 
 
 @hookimpl
-def qhive_cluster_started(cluster: Any) -> None:
+def qhive_cluster_starting(cluster: Any) -> None:
     config = cluster.config
     if not _options.configured(config):
         return
@@ -51,13 +75,24 @@ def qhive_cluster_started(cluster: Any) -> None:
         logger.error("%s; Q Cluster %s runs without metrics", problem, cluster.name)
     if options is None:
         return
+    with _lock:
+        previous = _exporters.pop(config.cluster_name, None)
+    if previous is not None:  # a cluster of that name ran here before and never stopped
+        previous.stop()  # first: it gives back the environment it changed
     try:
         # Here, not at the top: only a configured cluster's sentinel needs
-        # prometheus_client (every process of the project imports this module).
+        # prometheus_client (every process of the project imports this module). And
+        # before the count directory's variable is set, so that the sentinel's own
+        # prometheus_client stays in-process.
+        from qhive_metrics_prometheus.counts import CountDirectoryError
         from qhive_metrics_prometheus.exporter import Exporter
 
         exporter = Exporter(cluster, options)
         exporter.start()
+    except CountDirectoryError as exc:
+        logger.error("Prometheus metrics: %s; Q Cluster %s runs without metrics", exc,
+                     cluster.name)
+        return
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             fix = f"choose a free port in {_options.setting(config, 'port')} (0: any free port)"
@@ -72,10 +107,7 @@ def qhive_cluster_started(cluster: Any) -> None:
                          "metrics", cluster.name)
         return
     with _lock:
-        previous = _exporters.pop(config.cluster_name, None)
         _exporters[config.cluster_name] = exporter
-    if previous is not None:  # a cluster of that name ran here before and never stopped
-        previous.stop()
     logger.info("Q Cluster %s serving Prometheus metrics on %s", cluster.name, exporter.url)
 
 
@@ -92,7 +124,44 @@ def qhive_cluster_stopping(cluster: Any) -> None:
 
 
 @hookimpl
+def qhive_configure(config: Config) -> None:
+    # A worker of a cluster serving metrics: the sentinel set the variable before the
+    # worker started. The sentinel itself counts through its exporter.
+    if (os.environ.get(CLUSTER_VARIABLE) == config.cluster_name and not _exporters
+            and _worker.cluster is None):
+        options = _options.read(config)[0]
+        if options is not None:
+            _worker.cluster, _worker.options = config.cluster_name, options
+
+
+@hookimpl
 def qhive_post_execute(task: dict[str, Any], result: TaskResult) -> None:
+    if task.get("sync"):  # run by a caller, not by the cluster
+        return
     exporter = _exporters.get(result.cluster) if _exporters else None
-    if exporter is not None:
+    if exporter is not None:  # the sentinel: a task whose worker died or timed out
         exporter.observe(task, result)
+    elif _worker.cluster is not None and _worker.cluster == result.cluster:
+        _count_in_worker(task, result)
+
+
+def _count_in_worker(task: dict[str, Any], result: TaskResult) -> None:
+    try:
+        metrics = _worker.metrics
+        if metrics is None:
+            assert _worker.cluster is not None and _worker.options is not None
+            # Late: only a worker of a cluster serving metrics imports prometheus_client.
+            from qhive_metrics_prometheus.taskmetrics import WorkerTaskMetrics
+
+            try:
+                metrics = _worker.metrics = WorkerTaskMetrics(_worker.cluster, _worker.options)
+            except RuntimeError:
+                _worker.cluster = None  # it never will: said once, then quiet
+                raise
+        metrics.count(task, result)
+    except Exception as exc:  # once per worker: not a traceback per task
+        log = logger.debug if _worker.failed else logger.error
+        _worker.failed = True
+        log("Prometheus metrics: worker process %d cannot count task results in %s (%s: "
+            "%s); they are missing from the cluster's metrics", os.getpid(),
+            os.environ.get("PROMETHEUS_MULTIPROC_DIR"), type(exc).__name__, exc)

@@ -22,6 +22,11 @@ One :meth:`OrmResultStore.save_many` call, whatever its size:
    function for just the groups / names / funcs the batch touched. Successes of
    the batch that could not survive pruning are not inserted in the first place.
 
+On PostgreSQL the transaction of step 3 also announces what it wrote (``NOTIFY``,
+one statement), and :meth:`OrmResultStore.wait` — ``result(wait=…)`` — sleeps on a
+``LISTEN`` connection until its result is announced instead of polling
+(:mod:`qhive_store_orm.waiting`). Other databases poll.
+
 Django Q2 instead locks every success row (``SELECT ... FOR UPDATE``) on every
 save and deletes one row per save, so lowering ``save_limit`` never shrinks the
 table; here the first batch after the change does.
@@ -35,11 +40,12 @@ import datetime as dt
 import functools
 import itertools
 import logging
+import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.db import (
@@ -68,6 +74,7 @@ from qhive.errors import SetupError
 from qhive.naming import humanize
 from qhive.result_packages import storable
 
+from qhive_store_orm import waiting
 from qhive_store_orm.codec import ValueCodec, settings_config, use_codec, with_django_secret
 from qhive_store_orm.fields import Encoded
 
@@ -89,6 +96,11 @@ LIMITS = {"name": 100, "func": 256, "hook": 256, "group": 100, "cluster": 100}
 
 #: Field classes whose values (str, int, bool, None) go to the database as they are.
 _PLAIN = (models.CharField, models.IntegerField, models.BooleanField)
+#: A waiter with no deadline still wakes this often, only to sleep again (no query).
+LONGEST_SLEEP = 60.0
+
+T = TypeVar("T")
+
 
 def _task_model() -> type[Task]:
     # Imported late: the entry point must import without Django being set up.
@@ -166,6 +178,12 @@ class OrmResultStore(ResultStore):
             raise TypeError(f"database must be a database alias (str), got {database!r}")
         self.database = database
         self._codec: ValueCodec | None = None
+        self._init_listeners()
+
+    def _init_listeners(self) -> None:
+        #: The LISTEN connections of this process by database alias (see :meth:`wait`).
+        self._listeners: dict[str, waiting.Listeners] = {}
+        self._listeners_lock = threading.Lock()
 
     # -- plumbing
 
@@ -210,6 +228,10 @@ class OrmResultStore(ResultStore):
         return True
 
     def close(self) -> None:
+        with self._listeners_lock:
+            listeners, self._listeners = list(self._listeners.values()), {}
+        for each in listeners:
+            each.close()
         connection = connections[self.alias]
         if not connection.in_atomic_block:  # never break a caller's transaction
             connection.close()
@@ -221,6 +243,7 @@ class OrmResultStore(ResultStore):
         self.config = state["config"]
         self.database = state["database"]
         self._codec = None
+        self._init_listeners()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} database={self.database or 'routed'!r}>"
@@ -265,6 +288,63 @@ class OrmResultStore(ResultStore):
         )
         return ResultSummary(counts["successes"], counts["failures"], counts["recent"],
                              _seconds(counts["mean"]))
+
+    # -- waiting
+
+    def wait(self, look: Callable[[], T | None], deadline: float | None, *,
+             task_id: str | None = None, name: str | None = None,
+             group: str | None = None) -> T | None:
+        """On PostgreSQL (with psycopg >= 3.2), like :meth:`ResultStore.wait` without
+        polling: after a first look finds nothing, LISTEN, look again, then look only
+        when a save of ``task_id``, ``name`` or ``group`` is announced, or when the
+        LISTEN connection broke (then on a new one). Sleeping sends the database
+        nothing. Elsewhere, or while no LISTEN connection can be opened, it polls."""
+        about = {"task_id": task_id, "name": name, "group": group}
+        listeners = self._listeners_of(self.alias)
+        if listeners is None:
+            return super().wait(look, deadline, **about)
+        found = look()
+        if found is not None or (deadline is not None and time.monotonic() >= deadline):
+            return found
+        wanted = waiting.announced_keys(task_id, name, self._clip("group", group))
+        try:
+            listener = listeners.take()
+        except waiting.CannotListen:
+            return super().wait(look, deadline, **about)
+        try:
+            found = look()
+            while found is None:
+                seconds = LONGEST_SLEEP if deadline is None else deadline - time.monotonic()
+                if seconds <= 0:
+                    break
+                try:
+                    news = listeners.news(listener, min(seconds, LONGEST_SLEEP), wanted)
+                except waiting.ListenerLost as exc:
+                    logger.warning("ORM result store: the LISTEN connection of a waiter "
+                                   "broke (%s); listening on a new one", exc)
+                    listener.close()
+                    try:
+                        listener = listeners.take()
+                    except waiting.CannotListen:
+                        return super().wait(look, deadline, **about)
+                    news = True  # notifications may have been missed
+                if news:
+                    found = look()
+        except BaseException:
+            listener.close()
+            raise
+        listeners.give_back(listener)
+        return found
+
+    def _listeners_of(self, alias: str) -> waiting.Listeners | None:
+        """The LISTEN connections on database ``alias``; None if it cannot notify."""
+        found = self._listeners.get(alias)
+        if found is None:
+            if not waiting.Listeners.available(connections[alias].vendor):
+                return None
+            with self._listeners_lock:
+                found = self._listeners.setdefault(alias, waiting.Listeners(alias))
+        return found
 
     # -- deleting
 
@@ -396,6 +476,8 @@ class OrmResultStore(ResultStore):
                 cursor.executemany(*self._update_sql(connection, updates, encoded, existing))
                 if cursor.rowcount != len(updates):
                     raise _Conflict(f"{len(updates) - cursor.rowcount} stored failure(s) changed")
+            if final and connection.vendor == "postgresql":  # wakes the waiters, at commit
+                waiting.announce(cursor, waiting.payloads(final.values()))
         return answer, [r for r in final.values() if r.success and not r.pinned]
 
     def _existing(self, alias: str, ids: list[str]) -> dict[str, tuple[bool, int]]:

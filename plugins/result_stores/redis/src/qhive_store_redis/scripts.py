@@ -16,6 +16,15 @@ A result is the hash ``<prefix>result:<id>``:
   ``save_limit`` set it is counted in (``''`` for none), so that deleting or
   pruning it removes it from all three.
 
+A save announces what it wrote on the channel ``<prefix>saved``, in the same
+script (so in the batch's one round trip), for :meth:`RedisResultStore.wait`: one
+``PUBLISH`` per batch of a JSON array of ``result:<id>``, ``group:<group>`` and
+``name:<name>`` (the written results' keys less the prefix, each once) — and only
+while someone is subscribed (``PUBSUB NUMSUB``), so a save nobody waits for pays
+one lookup in a dict. Per-result channels were not taken: a batch would publish
+up to three times per result, where one channel costs one ``PUBLISH`` per batch
+and a waiter ignores announcements that do not name what it waits for.
+
 Cluster statistics (for brokers that keep none) are plain keys
 ``<prefix>stat:<key>`` with an expiry, found through the index ``<prefix>stats``
 (a ZSET of keys scored by expiry) rather than ``KEYS`` or ``SCAN``. Their
@@ -27,12 +36,15 @@ expiry is read on the server's clock (``TIME``), as the broker's is.
 # where "ranked key" is the save_limit set of an unpinned success ('' if the
 # result is not counted). Returns per result {'saved', attempts},
 # {'final', attempts, blob} (a success was stored) or {'dropped'} (save_limit -1).
+# Announces the written results on <prefix>saved if anyone listens (see above).
 SAVE = """
 local prefix, ttl, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local function keep(key)
   if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
 end
-local answers, ranked, seen = {}, {}, {}
+local channel = prefix .. 'saved'
+local listened = redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0
+local answers, ranked, seen, written, told = {}, {}, {}, {}, {}
 for i = 3, #ARGV, 8 do
   local id, blob, success, attempts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local score, gkey, nkey, rkey = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
@@ -59,9 +71,19 @@ for i = 3, #ARGV, 8 do
       seen[rkey] = true
       ranked[#ranked + 1] = rkey
     end
+    if listened then
+      written[#written + 1] = 'result:' .. id
+      for _, index in ipairs({gkey, nkey}) do
+        if index ~= '' and not told[index] then  -- a batch's results often share a group
+          told[index] = true
+          written[#written + 1] = string.sub(index, #prefix + 1)
+        end
+      end
+    end
     answers[#answers + 1] = {'saved', attempts}
   end
 end
+if #written > 0 then redis.call('PUBLISH', channel, cjson.encode(written)) end
 -- save_limit: drop the oldest counted successes beyond the limit of each set touched
 if limit > 0 then
   for _, rkey in ipairs(ranked) do

@@ -23,6 +23,11 @@ project finds every result) in one hash tag, ``<p>`` = ``qhive:{<name>}``:
 * ``<p>:stat:<key>`` — a cluster statistic (for brokers that keep none), with its
   expiry, and ``<p>:stats`` — ZSET key → expiry (ms), their index.
 
+``<p>:saved`` is no key but the pub/sub channel on which the save script announces
+what it wrote while someone waits (:meth:`RedisResultStore.wait`, used by
+``result(wait=…)``): a waiter sleeps on its own connection until its result is
+announced, instead of polling.
+
 The index keys get the result's expiry too, refreshed by every save into them;
 an index entry whose result expired is dropped by the next read of that index.
 """
@@ -35,8 +40,9 @@ import datetime as dt
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from qhive.codec import TaskCodec
@@ -46,6 +52,7 @@ from qhive.result_packages import codec_for, pack, unpack
 from qhive_redis_client.client import address, check_options, new_client
 
 from qhive_store_redis import scripts
+from qhive_store_redis.waiting import Subscriber
 
 if TYPE_CHECKING:
     from qhive.config import Config
@@ -62,6 +69,12 @@ DEFAULT_REDIS = {"host": "127.0.0.1", "port": 6379, "db": 0}
 PLUGIN = "qhive-store-redis"
 #: Results sent in one script call (one round trip each).
 CHUNK = 1000
+#: Pub/sub connections kept for the next waiter once a wait is over (per process).
+IDLE_SUBSCRIBERS = 4
+#: A waiter with no deadline still wakes this often, only to sleep again (no command).
+LONGEST_SLEEP = 60.0
+
+T = TypeVar("T")
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -125,13 +138,15 @@ class RedisResultStore(ProcessLocal, ResultStore):
         self.address = address(self._new_client())  # checks the options; connects not
 
     #: Left behind by a pickled copy, which makes its own (ProcessLocal).
-    local_state = ("_client", "_scripts", "_codec", "_lock")
+    local_state = ("_client", "_scripts", "_codec", "_lock", "_subscribers")
 
     def _init_local_state(self) -> None:
         self._client: redis.Redis | None = None
         self._scripts: _Scripts | None = None
         self._codec: TaskCodec | None = None
         self._lock = threading.Lock()
+        #: Unsubscribed pub/sub connections for the next waiters (see :meth:`wait`).
+        self._subscribers: list[Subscriber] = []
 
     # -- plumbing
 
@@ -164,6 +179,10 @@ class RedisResultStore(ProcessLocal, ResultStore):
 
     def close(self) -> None:
         """Drop the connections; the next command opens new ones."""
+        with self._lock:
+            kept, self._subscribers = self._subscribers, []
+        for subscriber in kept:
+            subscriber.close()
         client, self._client, self._scripts = self._client, None, None
         if client is not None:
             with contextlib.suppress(Exception):
@@ -260,6 +279,92 @@ class RedisResultStore(ProcessLocal, ResultStore):
                            "treated as absent (%s: %s)", task_id, type(exc).__name__, exc)
             return None
 
+    # -- waiting
+
+    def wait(self, look: Callable[[], T | None], deadline: float | None, *,
+             task_id: str | None = None, name: str | None = None,
+             group: str | None = None) -> T | None:
+        """Like :meth:`ResultStore.wait`, without polling: after a first look finds
+        nothing, subscribe to the announcements of the save script, look again, then
+        look only when a save of ``task_id``, ``name`` or ``group`` is announced (or
+        when the pub/sub connection was lost: announcements may have been missed).
+        Sleeping sends Redis nothing. Errors are the store's, as for any command."""
+        found = look()
+        if found is not None or _passed(deadline):
+            return found
+        wanted = self._announced_keys(task_id, name, group)
+        with self._talking("wait"):
+            subscriber = self._subscribed()
+        try:
+            found = look()
+            while found is None:
+                seconds = LONGEST_SLEEP if deadline is None else deadline - time.monotonic()
+                if seconds <= 0:
+                    break
+                with self._talking("wait"):
+                    try:
+                        news = subscriber.news(min(seconds, LONGEST_SLEEP), wanted)
+                    except redis.ConnectionError as exc:  # redis-py's reconnection failed
+                        logger.warning("qhive-store-redis: the pub/sub connection of a waiter "
+                                       "to Redis at %s broke (%s: %s); subscribing again",
+                                       self.address, type(exc).__name__, exc)
+                        subscriber.close()
+                        subscriber = self._subscribed()
+                        news = True  # announcements may have been missed
+                if news:
+                    found = look()
+        except BaseException:
+            subscriber.close()
+            raise
+        self._keep(subscriber)
+        return found
+
+    def _announced_keys(self, task_id: str | None, name: str | None,
+                        group: str | None) -> frozenset[str]:
+        """What the save script announces (keys less the prefix) for these."""
+        keys = [f"{self.prefix}result:{task_id}" if task_id is not None else None,
+                self._name_key(name) if name is not None else None,
+                self._group_key(group) if group is not None else None]
+        return frozenset(k.removeprefix(self.prefix) for k in keys if k is not None)
+
+    def _subscribed(self) -> Subscriber:
+        """A subscribed connection: a kept one, or a new one."""
+        scripts_ = self._script()
+        while True:
+            with self._lock:
+                if not self._subscribers:
+                    break
+                subscriber = self._subscribers.pop()
+            if subscriber.inherited:
+                subscriber.close()  # only dropped: the parent's socket
+                continue
+            try:
+                subscriber.subscribe()
+                return subscriber
+            except redis.RedisError:  # it broke while kept; a new one says why if Redis did
+                subscriber.close()
+        subscriber = Subscriber(scripts_.client, f"{self.prefix}saved")
+        try:
+            subscriber.subscribe()
+        except BaseException:
+            subscriber.close()
+            raise
+        return subscriber
+
+    def _keep(self, subscriber: Subscriber) -> None:
+        """Unsubscribe and keep the connection for the next waiter (up to
+        ``IDLE_SUBSCRIBERS``); close it if it cannot unsubscribe cleanly."""
+        try:
+            subscriber.unsubscribe()
+        except redis.RedisError:
+            subscriber.close()
+            return
+        with self._lock:
+            if len(self._subscribers) < IDLE_SUBSCRIBERS:
+                self._subscribers.append(subscriber)
+                return
+        subscriber.close()
+
     # -- deleting
 
     def delete(self, task_id: str) -> bool:
@@ -326,6 +431,10 @@ class RedisResultStore(ProcessLocal, ResultStore):
         if status == b"final":  # a success was stored before
             return self._unpack(result.id, answer[2], answer[1]) or result
         return result  # dropped: save_limit -1 keeps no success
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def _check_timeout(timeout: Any) -> int | None:
