@@ -49,11 +49,12 @@ from typing import Any
 import psutil
 
 from qhive.cluster.monitor import Monitor
-from qhive.cluster.processes import Worker, describe_exit, spawn_worker, worker_context
+from qhive.cluster.processes import Worker, describe_exit, spawn_worker
 from qhive.cluster.served import ServedDrivers
 from qhive.cluster.slots import SLOT_BYTES, STRIPPED
 from qhive.cluster.stat import IDLE, STARTING, STOPPED, STOPPING, WORKING, Stat, StatStore
-from qhive.cluster.worker import EXITING, READY, STOP_GRACE
+from qhive.cluster.worker import EXITING, READY, STOP_GRACE, run_worker
+from qhive.cluster.zygote import Zygote, ZygoteGone
 from qhive.config import Config
 from qhive.errors import SetupError
 from qhive.naming import humanize
@@ -97,7 +98,7 @@ class Cluster:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._ctx = worker_context(setup)
+        self._zygote = Zygote(self._run_worker)
         # Zero pages are only allocated when written: a slot costs what its task uses.
         self._memory = Arena(SLOT_BYTES * config.workers)
         self._served: ServedDrivers | None = None
@@ -122,6 +123,7 @@ class Cluster:
             self._loop()
             self._shutdown()
         finally:
+            self._zygote.close()
             if self.started.is_set():  # else there is no cluster to report
                 self.status = STOPPED
                 self._save_stat()
@@ -161,10 +163,16 @@ class Cluster:
         self._check_backends()
         self.pipeline.codec  # noqa: B018 -- fail at start, not at the first task
         self.pipeline.reporting  # noqa: B018 -- a missing reporter is said once, here
+        # Workers are forks of the zygote: fork it with no thread running and no
+        # connection open, so that they inherit no lock and no socket.
+        for driver in (self.pipeline.broker, self.pipeline.result_store):
+            driver.close()
+        self._log_workers = bool(logging.getLogger("qhive").handlers)
+        self._zygote.start()
+        self.pipeline.pm.hook.qhive_cluster_starting(cluster=self)
         if not self.pipeline.broker.capabilities.shared:
             self._served = ServedDrivers({"broker": self.pipeline.broker,
                                           "result_store": self.pipeline.result_store})
-        self.pipeline.pm.hook.qhive_cluster_starting(cluster=self)
         for index in range(config.workers):
             self.workers.append(self._spawn(index))
         self._set_affinity()
@@ -190,8 +198,12 @@ class Cluster:
                              "keeps trying", what, exc)
 
     def _spawn(self, index: int) -> Worker:
-        return spawn_worker(self._ctx, self._memory, index, self.config, self.setup,
-                            self._served, log=bool(logging.getLogger("qhive").handlers))
+        return spawn_worker(self._zygote, self._memory, index, self._served)
+
+    def _run_worker(self, index: int, name: str, conn: Any, served: Any) -> None:
+        """In a fork of the zygote: be worker ``index``."""
+        run_worker(conn, self._memory, index, self.config, self.setup, name, served,
+                   self._log_workers)
 
     def _set_affinity(self, workers: list[Worker] | None = None) -> None:
         per_worker = self.config.cpu_affinity
@@ -223,17 +235,19 @@ class Cluster:
         deadlines = [w.state.deadline for w in self.workers if w.busy and w.state.deadline]
         if deadlines:
             timeout = max(0.0, min(timeout, min(deadlines) - now))
-        sources: dict[Any, Worker | None] = {self._wake_r: None}
+        sources: dict[Any, Worker | None] = {self._wake_r: None, self._zygote.sock: None}
         for worker in self.workers:
             sources[worker.conn] = worker
-            sources[worker.process.sentinel] = worker
         for ready in wait(list(sources), timeout):
             worker = sources[ready]
-            if worker is None:
-                self._drain_wake()
-            elif ready is worker.conn:
+            if worker is not None:
                 self._receive(worker)
-            elif worker in self.workers:
+            elif ready is self._wake_r:
+                self._drain_wake()
+        if not self._zygote.pump() and not self._stop_requests:
+            self._fatal("the zygote process that starts workers died")
+        for worker in list(self.workers):
+            if worker.process.exitcode is not None:
                 self._died(worker)
         for worker in self.workers:
             worker.state = worker.slot.read()
@@ -251,7 +265,8 @@ class Cluster:
         try:
             kind, value = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
-            return False  # it died: the process sentinel tells the rest
+            worker.process.join(1)  # it died: the zygote tells how, at once
+            return False
         if kind == READY:  # its start-up report: ready, or why not
             worker.ready, worker.start_error = value is None, value
             if worker.ready:
@@ -345,7 +360,12 @@ class Cluster:
         logger.log(level, "worker %s %s (exit %s); starting a new one", worker.name, why,
                    worker.process.exitcode)
         self.reincarnations += 1
-        self.workers[index] = self._spawn(index)
+        try:
+            self.workers[index] = self._spawn(index)
+        except ZygoteGone as exc:
+            self.workers.pop(index)
+            self._fatal(f"cannot start a worker: {exc}")
+            return
         self._set_affinity([self.workers[index]])
 
     def _check_timeouts(self) -> None:

@@ -1,18 +1,26 @@
 """Real ``manage.py qcluster`` processes with the plugin, scraped over HTTP as Prometheus
 would: counters move during a run and end equal to the result store's counts, whether
 a worker, or the sentinel for a worker that died, saved the result; they keep counting
-exactly as workers recycle, while the files of exited workers are folded away; the
-count directory is the cluster's own, inherited by its workers only, and gone after
-the stop (or the environment's own, kept); the queue size and worker gauges follow a
-cluster held busy by gated tasks; a cluster without the setting, or whose port is
-taken, runs on without opening a port and its workers count nothing; bad options stop
-``qcluster`` at its checks; ``ALT_CLUSTERS`` entries have settings of their own.
+exactly as workers recycle, while the files of exited workers are folded away; each
+worker counts in files of its own pid, a replacement in its own, also when the project
+imported ``prometheus_client`` before the cluster started (in-process mode in the
+zygote the workers are forked from); the count directory is the cluster's own, logged
+once, and gone after the stop (or the environment's own, kept); the queue size and
+worker gauges follow a cluster held busy by gated tasks; a cluster without the setting,
+or whose port is taken, runs on without opening a port or making a directory, and its
+workers count nothing; bad options stop ``qcluster`` at its checks; ``ALT_CLUSTERS``
+entries have settings of their own.
+
+Workers never exec (they are forks of the cluster's zygote, given the sentinel's
+environment as they start), so ``/proc/PID/environ`` does not show what they were
+given: the tests look at the directory the sentinel logged, and at its files.
 """
 
 from __future__ import annotations
 
-import contextlib
+import re
 import signal
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +32,8 @@ from qhive_testkit.qcluster import wait_until
 
 T = "qhive_testkit.tasks"
 ADD, BOOM, DIE = f"{T}.add", f"{T}.boom", f"{T}.die"
+GATE = "prometheus_gate.wait_for"
+COUNTING = re.compile(r"^.* counting worker metrics for Prometheus in (.+)$", re.MULTILINE)
 
 
 def store_counts(q: dict) -> tuple[int, int]:
@@ -32,25 +42,31 @@ def store_counts(q: dict) -> tuple[int, int]:
     return rows.filter(success=True).count(), rows.filter(success=False).count()
 
 
-def environs(cluster) -> list[dict[str, str]]:
-    """The environments the cluster's other processes started with: its forkserver's
-    (the sentinel's as the first worker started) and its workers' (the forkserver's)."""
-    found = []
-    for process in psutil.Process(cluster.pid).children(recursive=True):
-        with contextlib.suppress(psutil.NoSuchProcess):  # a worker replaced meanwhile
-            found.append(process.environ())
-    assert len(found) >= 3, found  # the forkserver and two workers at least
-    return found
-
-
 def count_directory(cluster) -> Path:
-    """The directory the cluster's workers count in, as every one inherited it."""
-    found = {(env.get("PROMETHEUS_MULTIPROC_DIR"), env.get("QHIVE_PROMETHEUS_CLUSTER"))
-             for env in environs(cluster)}
-    assert len(found) == 1, found
-    directory, name = found.pop()
-    assert directory and name == cluster.q_cluster["name"], (directory, name)
-    return Path(directory)
+    """The directory the cluster's workers count in, as its sentinel logged it (once)."""
+    found = COUNTING.findall(cluster.log())
+    assert len(found) == 1, cluster.log()
+    return Path(found[0])
+
+
+def counts_nowhere(cluster) -> None:
+    """The cluster gave its workers no directory to count in: none logged, none made
+    (the sentinel names its directory after its pid), no worker tried."""
+    log = cluster.log()
+    assert not COUNTING.search(log), log
+    assert "cannot count" not in log, log
+    made = Path(tempfile.gettempdir()).glob(f"qhive-prometheus-{cluster.pid}-*")
+    assert list(made) == []
+
+
+def owners(directory: Path) -> dict[str, list[str]]:
+    """The count files in ``directory``, by owner (a pid, or ``qhive-sentinel-<pid>``):
+    ``{"1234": ["counter", "histogram"]}``."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(directory.glob("*.db")):
+        kind, _, owner = path.stem.partition("_")
+        found.setdefault(owner, []).append(kind)
+    return found
 
 
 def serves(url: str) -> bool:
@@ -126,10 +142,14 @@ def test_counters_move_during_a_run_and_end_equal_to_the_result_store(
     # Its own registry: nothing of prometheus_client's global one (process metrics).
     assert not any(n.startswith(("process_", "python_")) for n, _ in last)
 
-    # A private directory, inherited by the workers (those that replaced the dead ones
-    # too); gone once the cluster exits.
+    # A private directory, holding the sentinel's files (it counted the two dead workers'
+    # tasks) and those of workers; gone once the cluster exits.
     directory = count_directory(cluster)
     assert directory.is_dir() and oct(directory.stat().st_mode & 0o777) == "0o700"
+    assert directory.name.startswith(f"qhive-prometheus-{cluster.pid}-")
+    files = owners(directory)
+    assert files.pop(f"qhive-sentinel-{cluster.pid}") == ["counter", "histogram"]
+    assert all(owner.isdigit() for owner in files), files  # workers' (folded once exited)
     assert cluster.stop() == 0
     assert "stopped (200 processed, 42 failed)" in cluster.log()
     assert not serves(url)
@@ -161,13 +181,74 @@ def test_counts_stay_exact_as_workers_recycle_and_their_files_fold(
     assert last.value("qhive_task_queue_wait_seconds_count", cluster=name) == 140
     assert last.value("qhive_worker_restarts_total", cluster=name) >= 15
 
-    # Left: the sentinel's own pair, and the files of processes still running.
-    live = {cluster.pid, *(p.pid for p in psutil.Process(cluster.pid).children(True))}
-    for path in directory.glob("*.db"):
-        owner = path.stem.rpartition("_")[2]
-        assert owner == f"qhive-sentinel-{cluster.pid}" or int(owner) in live, path.name
-    assert len(list(directory.glob("*.db"))) <= 2 + 2 * 3  # sentinel, 2 workers, forkserver
+    # Left once a scrape folded the files of the last workers to exit: the sentinel's
+    # own pair, and the files of the (two) workers running.
+    sentinel = f"qhive-sentinel-{cluster.pid}"
+
+    def folded():
+        scrape(url)
+        files = owners(directory)
+        live = {str(p.pid) for p in psutil.Process(cluster.pid).children(recursive=True)}
+        return set(files) <= {sentinel, *live} and files
+
+    files = wait_until(folded, within=30, what="the files of exited workers folded")
+    assert files[sentinel] == ["counter", "histogram"] and len(files) <= 1 + 2, files
     assert scrape(url).value("qhive_tasks_total") == 140  # what was folded still counts
+    assert cluster.stop() == 0
+    assert not directory.exists()
+
+
+@pytest.mark.parametrize("project", ["imports prometheus_client", "does not"])
+def test_each_worker_counts_in_files_of_its_pid_and_a_replacement_in_its_own(
+        cluster_settings, qcluster, metrics_url, scrape, tmp_path, project):
+    # queue_limit 1: a worker takes one task at a time, so two gated tasks hold both
+    # workers, one each. recycle 2: a worker is replaced after its second task.
+    q = cluster_settings(queue_limit=1, recycle=2, plugins={"prometheus": {"port": 0}})
+    env = {}
+    if project == "imports prometheus_client":  # in-process mode in the zygote
+        env = {"DJANGO_SETTINGS_MODULE": "prometheus_imported_settings"}
+    cluster = qcluster(q, env=env)
+    url, name = metrics_url(cluster), q["name"]
+    directory = count_directory(cluster)
+    sentinel = f"qhive-sentinel-{cluster.pid}"
+
+    def two_gated_tasks(round_: int) -> set[str]:
+        """The pids of the two workers that ran them, once both results are counted."""
+        gates = [tmp_path / f"gate {round_}.{n}" for n in (1, 2)]
+        ids = enqueue_many(GATE, [(str(gate),) for gate in gates]).keys()
+
+        def both_running():  # in a stat saved since (an older one shows the last round)
+            running = [t for t in cluster.stat().running if t["id"] in ids]
+            return len(running) == 2 and running
+
+        running = wait_until(both_running, within=60, what="two gated tasks running")
+        for gate in gates:
+            gate.touch()
+        wait_until(lambda: scrape(url).value("qhive_tasks_total", cluster=name) == 2 * round_,
+                   within=60, what=f"{2 * round_} results counted")
+        return {str(task["worker"]) for task in running}
+
+    first = two_gated_tasks(1)
+    assert len(first) == 2
+    assert owners(directory) == {sentinel: ["counter", "histogram"],
+                                 **{pid: ["counter", "histogram"] for pid in first}}
+    assert two_gated_tasks(2) == first  # their second task: both are recycled
+    replacements = two_gated_tasks(3)
+    assert len(replacements) == 2 and not replacements & first
+    # The recycled workers' files fold into the sentinel's at a scrape once they exited.
+    files = wait_until(lambda: scrape(url) and (found := owners(directory)).keys().isdisjoint(
+        first) and found, within=30, what="the recycled workers' files folded")
+    assert files == {sentinel: ["counter", "histogram"],
+                     **{pid: ["counter", "histogram"] for pid in replacements}}
+
+    counted = scrape(url)
+    assert store_counts(q) == (6, 0)
+    assert counted.value("qhive_tasks_total", cluster=name, func=GATE, status="success") == 6
+    assert counted.value("qhive_tasks_total", cluster=name) == 6
+    assert counted.value("qhive_task_run_seconds_count", cluster=name, func=GATE) == 6
+    assert counted.value("qhive_task_queue_wait_seconds_count", cluster=name) == 6
+    assert counted.value("qhive_worker_restarts_total", cluster=name) == 2
+    assert "cannot count" not in cluster.log()
     assert cluster.stop() == 0
     assert not directory.exists()
 
@@ -185,7 +266,8 @@ def test_a_multiprocess_directory_of_the_environment_is_used_and_kept(
                          within=60, what="5 results counted")
     assert counted.value("qhive_tasks_total", cluster=name, func=ADD, status="success") == 5
     assert count_directory(cluster) == mine
-    assert any(mine.glob("counter_*.db"))
+    workers = [owner for owner in owners(mine) if owner.isdigit()]
+    assert workers and all(int(pid) in cluster.stat().workers for pid in workers), workers
     assert cluster.stop() == 0
     assert mine.is_dir() and any(mine.glob("counter_*.db"))
 
@@ -198,7 +280,7 @@ def test_queue_size_and_workers_follow_a_busy_cluster(cluster_settings, qcluster
     cluster = qcluster(q)
     url, name = metrics_url(cluster), q["name"]
     gates = [tmp_path / "gate 1", tmp_path / "gate 2"]
-    enqueue_many("prometheus_gate.wait_for", [(str(gate),) for gate in gates])
+    enqueue_many(GATE, [(str(gate),) for gate in gates])
     wait_until(lambda: scrape(url).value("qhive_workers", cluster=name, state="busy") == 2,
                within=60, what="two busy workers")
     enqueue_many(ADD, [(n, 1) for n in range(5)])
@@ -213,13 +295,13 @@ def test_queue_size_and_workers_follow_a_busy_cluster(cluster_settings, qcluster
     final = wait_until(lambda: (m := scrape(url)).value("qhive_tasks_total") == 7
                        and m.has("qhive_queue_size") and m.value("qhive_queue_size") == 0
                        and m, within=60, what="the queue drained")
-    assert final.value("qhive_tasks_total", func="prometheus_gate.wait_for",
+    assert final.value("qhive_tasks_total", func=GATE,
                        status="success") == 2
     assert store_counts(q) == (7, 0)
 
     # The server stops as the cluster's stop begins, while running tasks still finish.
     second = tmp_path / "second gate"
-    enqueue_many("prometheus_gate.wait_for", [(str(second),)])
+    enqueue_many(GATE, [(str(second),)])
     wait_until(lambda: scrape(url).value("qhive_workers", cluster=name, state="busy") == 1,
                within=60, what="a busy worker")
     cluster.process.send_signal(signal.SIGTERM)
@@ -238,8 +320,7 @@ def test_a_cluster_without_the_setting_opens_no_port(cluster_settings, qcluster,
     wait_until(lambda: store_counts(q) == (1, 0), within=60, what="the task's result")
     assert listening_ports(cluster.pid) == set()
     assert "Prometheus" not in cluster.log()
-    for env in environs(cluster):  # nothing for workers to count with
-        assert not {"PROMETHEUS_MULTIPROC_DIR", "QHIVE_PROMETHEUS_CLUSTER"} & set(env)
+    counts_nowhere(cluster)
     assert cluster.stop() == 0
 
 
@@ -283,9 +364,8 @@ def test_a_cluster_that_cannot_serve_is_one_error_line_and_runs_on(
     enqueue_many(ADD, [(n, 1) for n in range(3)])
     wait_until(lambda: store_counts(q) == (3, 0), within=60, what="3 results")
     assert listening_ports(cluster.pid) == set()
-    for started_with in environs(cluster):  # nothing for workers to count with
-        assert "QHIVE_PROMETHEUS_CLUSTER" not in started_with
-        assert started_with.get("PROMETHEUS_MULTIPROC_DIR") == env.get("PROMETHEUS_MULTIPROC_DIR")
+    counts_nowhere(cluster)
+    assert not (tmp_path / "missing").exists()
     assert cluster.stop() == 0
 
 
@@ -309,4 +389,6 @@ def test_alt_clusters_have_settings_of_their_own(cluster_settings, qcluster, met
     assert not any(dict(labels)["cluster"] != "long" for _, labels in counted)
     assert "Prometheus" not in quiet.log()
     assert listening_ports(quiet.pid) == set()
+    counts_nowhere(quiet)
+    assert count_directory(long).is_dir()
     assert long.stop() == 0 and quiet.stop() == 0

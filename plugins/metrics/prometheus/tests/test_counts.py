@@ -111,3 +111,49 @@ def test_only_the_plugins_metrics_of_its_cluster_are_served(counts):
     else:  # the worker's counter file, with the project's value, stays for its exporter
         assert left == ["counter", "counter", "histogram"]
     assert served(counts) == found
+
+
+# A cluster's zygote: prometheus_client imported in-process (before the sentinel set the
+# variable), then forks of it given the sentinel's environment, one worker after the
+# other (the second replaces the first, recycled).
+ZYGOTE = textwrap.dedent("""
+    import os
+    import sys
+    import prometheus_client  # noqa: F401 -- imported without the variable: in-process
+    from qhive_metrics_prometheus.options import Options
+    from qhive_metrics_prometheus.taskmetrics import Observation, WorkerTaskMetrics
+
+    environ = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": sys.argv[1],
+               "QHIVE_PROMETHEUS_CLUSTER": "mine"}
+    for results in (3, 4):
+        pid = os.fork()
+        if pid == 0:  # a worker, as zygote._run_child makes it
+            os.environ.clear()
+            os.environ.update(environ)
+            metrics = WorkerTaskMetrics("mine", Options(port=0))
+            for _ in range(results):
+                metrics.add(Observation("app.f", "success", 0.3, 2.0))
+            os._exit(0)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        print(pid)
+    from prometheus_client import values
+    assert not values.ValueClass._multiprocess  # the zygote stays as it was
+""")
+
+
+def test_forks_of_an_in_process_zygote_count_in_files_of_their_pids(counts):
+    directory = Path(counts.path)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PROMETHEUS_MULTIPROC_DIR", "QHIVE_PROMETHEUS_CLUSTER")}
+    out = subprocess.run([sys.executable, "-c", ZYGOTE, str(directory)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    first, second = (int(pid) for pid in out.split())
+    assert first != second
+    assert sorted(p.name for p in directory.glob(f"*_{first}.db")) == [
+        f"counter_{first}.db", f"histogram_{first}.db"]
+    assert sorted(p.name for p in directory.glob(f"*_{second}.db")) == [
+        f"counter_{second}.db", f"histogram_{second}.db"]
+    found = served(counts)  # both folded: exited
+    assert found[sample("qhive_tasks_total", func="app.f", status="success")] == 7
+    assert found[sample("qhive_task_run_seconds_count", func="app.f")] == 7
+    assert found[sample("qhive_task_queue_wait_seconds_count")] == 7

@@ -4,9 +4,11 @@
 Workers save their own results and run ``qhive_post_execute`` themselves, so the
 counts are made in many processes. The sentinel makes a private temporary directory
 (removed when its process exits) and sets ``PROMETHEUS_MULTIPROC_DIR`` to it before its
-first worker starts; the workers inherit it (through the forkserver, whose environment
-is the sentinel's as the first worker starts) and ``prometheus_client`` in each writes
-its values to files of its pid there (``counter_<pid>.db``, ``histogram_<pid>.db``).
+first worker starts; each worker gets the sentinel's environment as it starts (it is a
+fork of the cluster's zygote, which applies the environment the sentinel sends with
+each request), puts its ``prometheus_client`` in multiprocess mode
+(:func:`~qhive_metrics_prometheus.taskmetrics.use_multiprocess_mode`) and writes its
+values to files of its pid there (``counter_<pid>.db``, ``histogram_<pid>.db``).
 
 The sentinel's own ``prometheus_client`` stays as it was (it was imported before the
 variable was set): the results the sentinel saves itself (tasks whose worker died or
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("qhive.metrics.prometheus")
 
-#: prometheus_client's multiprocess directory, which workers inherit.
+#: prometheus_client's multiprocess directory, which the sentinel gives its workers.
 DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 #: The cluster whose workers count (the plugin's workers do nothing without it).
 CLUSTER_VARIABLE = "QHIVE_PROMETHEUS_CLUSTER"
@@ -88,7 +90,7 @@ class CountDirectory(Collector):
         self._lock = threading.Lock()  # one scrape folds and reads at a time
 
     def open(self) -> None:
-        """Make (or adopt) the directory and set the variables workers inherit.
+        """Make (or adopt) the directory and set the variables workers are given.
 
         :raises CountDirectoryError: ``PROMETHEUS_MULTIPROC_DIR`` names no directory.
         """

@@ -52,7 +52,7 @@ class Exporter:
         return f"http://{host}:{port}/metrics"
 
     def start(self) -> None:
-        """Open the count directory (before any worker starts: they inherit it), listen,
+        """Open the count directory (before any worker starts: each is given it), listen,
         then start the queue size thread. Nothing stays open when it fails.
 
         :raises CountDirectoryError: ``PROMETHEUS_MULTIPROC_DIR`` names no directory.

@@ -10,8 +10,8 @@ only a configured cluster's sentinel opens a port, and only its workers count.
   serving. A port in use is one error line: the cluster runs on, without metrics, and
   its workers count nothing;
 * ``qhive_configure`` (every process, as it builds a pipeline): in a worker of a
-  cluster that serves metrics (it inherited ``QHIVE_PROMETHEUS_CLUSTER``), remember the
-  options, to count;
+  cluster that serves metrics (the sentinel gave it ``QHIVE_PROMETHEUS_CLUSTER``),
+  remember the options and put ``prometheus_client`` in multiprocess mode, to count;
 * ``qhive_post_execute``: count each saved result — in the worker that saved it, or in
   the sentinel for a task whose worker died or timed out.
 """
@@ -109,6 +109,9 @@ def qhive_cluster_starting(cluster: Any) -> None:
     with _lock:
         _exporters[config.cluster_name] = exporter
     logger.info("Q Cluster %s serving Prometheus metrics on %s", cluster.name, exporter.url)
+    # Where to look when a worker's counts are missing (the path last: it may hold spaces).
+    logger.info("Q Cluster %s counting worker metrics for Prometheus in %s", cluster.name,
+                exporter.counts.path)
 
 
 @hookimpl
@@ -125,13 +128,28 @@ def qhive_cluster_stopping(cluster: Any) -> None:
 
 @hookimpl
 def qhive_configure(config: Config) -> None:
-    # A worker of a cluster serving metrics: the sentinel set the variable before the
-    # worker started. The sentinel itself counts through its exporter.
+    # A worker of a cluster serving metrics: the sentinel set the variable before it
+    # asked for the worker. The sentinel itself counts through its exporter.
     if (os.environ.get(CLUSTER_VARIABLE) == config.cluster_name and not _exporters
             and _worker.cluster is None):
         options = _options.read(config)[0]
         if options is not None:
             _worker.cluster, _worker.options = config.cluster_name, options
+            _count_in_files()
+
+
+def _count_in_files() -> None:
+    """Multiprocess mode from the worker's start: the metrics the project makes in the
+    worker from now on count in the directory too, as in a process that imported
+    ``prometheus_client`` with the variable set."""
+    try:
+        # Late: only a worker of a cluster serving metrics imports prometheus_client.
+        from qhive_metrics_prometheus.taskmetrics import use_multiprocess_mode
+
+        use_multiprocess_mode()
+    except Exception as exc:  # never worth a worker that does not start
+        _worker.cluster = None  # it never will: said once, then quiet
+        _cannot_count(exc)
 
 
 @hookimpl
@@ -160,8 +178,12 @@ def _count_in_worker(task: dict[str, Any], result: TaskResult) -> None:
                 raise
         metrics.count(task, result)
     except Exception as exc:  # once per worker: not a traceback per task
-        log = logger.debug if _worker.failed else logger.error
-        _worker.failed = True
-        log("Prometheus metrics: worker process %d cannot count task results in %s (%s: "
-            "%s); they are missing from the cluster's metrics", os.getpid(),
-            os.environ.get("PROMETHEUS_MULTIPROC_DIR"), type(exc).__name__, exc)
+        _cannot_count(exc)
+
+
+def _cannot_count(exc: Exception) -> None:
+    log = logger.debug if _worker.failed else logger.error
+    _worker.failed = True
+    log("Prometheus metrics: worker process %d cannot count task results in %s (%s: %s); "
+        "they are missing from the cluster's metrics", os.getpid(),
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR"), type(exc).__name__, exc)

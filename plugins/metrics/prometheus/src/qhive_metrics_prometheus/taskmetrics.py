@@ -68,23 +68,43 @@ def observe(task: dict[str, Any], result: TaskResult) -> Observation:
     return Observation(result.func, "success" if result.success else "failure", run, wait)
 
 
+def use_multiprocess_mode() -> None:
+    """Put this worker's ``prometheus_client`` in multiprocess mode, if it is not yet.
+
+    Workers are forks of the cluster's zygote, itself forked from the sentinel before the
+    sentinel set ``PROMETHEUS_MULTIPROC_DIR``: a ``prometheus_client`` imported by then
+    (by the project, as ``django-prometheus`` is at ``django.setup()``) chose in-process
+    mode, in every worker. From here on, each value made keeps its number in the file of
+    the pid it is made in (``counter_<pid>.db``): a replacement worker, a new pid, has
+    files of its own. Values made before stay in-process.
+
+    :raises RuntimeError: ``PROMETHEUS_MULTIPROC_DIR`` names no directory here.
+    """
+    if getattr(values.ValueClass, "_multiprocess", False):
+        return
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory or not os.path.isdir(directory):
+        raise RuntimeError(
+            f"PROMETHEUS_MULTIPROC_DIR={directory!r} names no directory here: the sentinel "
+            f"sets it as the cluster starts; does the project change os.environ in workers?")
+    # What get_value_class() chooses when the variable is set at import. It follows
+    # os.getpid(): a fork's values move to files of the fork's pid.
+    values.ValueClass = values.MultiProcessValue()
+
+
 class WorkerTaskMetrics:
     """The metrics as a worker of the cluster counts them, one saved result at a time.
 
-    The worker inherited ``PROMETHEUS_MULTIPROC_DIR`` from the sentinel, so these metrics
-    keep their values in files of the worker's pid in that directory; they are registered
-    nowhere (the sentinel's scrape reads the files).
+    The worker has the sentinel's ``PROMETHEUS_MULTIPROC_DIR``, so these metrics keep
+    their values in files of the worker's pid in that directory
+    (:func:`use_multiprocess_mode`); they are registered nowhere (the sentinel's scrape
+    reads the files).
 
-    :raises RuntimeError: ``prometheus_client`` is not in multiprocess mode here.
+    :raises RuntimeError: ``prometheus_client`` cannot count in multiprocess mode here.
     """
 
     def __init__(self, cluster: str, options: Options) -> None:
-        if not getattr(values.ValueClass, "_multiprocess", False):
-            raise RuntimeError(
-                f"prometheus_client is not in multiprocess mode in worker process "
-                f"{os.getpid()}, though PROMETHEUS_MULTIPROC_DIR="
-                f"{os.environ.get('PROMETHEUS_MULTIPROC_DIR')!r}: was it imported before the "
-                f"variable was set?")
+        use_multiprocess_mode()
         self.cluster = cluster
         self.tasks = Counter(TASKS, HELP[TASKS], LABELS[TASKS], registry=None)
         self.run_seconds = Histogram(RUN_SECONDS, HELP[RUN_SECONDS], LABELS[RUN_SECONDS],
