@@ -154,7 +154,7 @@ def test_monitoring_commands_see_a_running_cluster(broker, cluster_settings, qcl
     memory = run_command(django_project, q, "qmemory", "--run-once", "--workers")
     cells = row(memory, stat.short_id)
     assert cells is not None, memory
-    # Available %, MB, total, sentinel, forkserver, workers, then each of the 3 workers:
+    # Available %, MB, total, sentinel, zygote, workers, then each of the 3 workers:
     # every process of the cluster is on this host, so all are measured.
     assert all(re.fullmatch(r"\d+\.\d\d", c) for c in cells[2:]), memory
     assert len(cells) == 2 + 6 + 3, memory

@@ -6,6 +6,11 @@ A client sets its system up, then calls :func:`main` with three functions:
 * ``is_done(handle) -> bool``: one look at the result store for that task's result;
 * ``count() -> int``: the number of results in the result store, in one query.
 
+Round trips poll ``is_done`` every 5 ms, unless the client passes ``wait_done(handle) ->
+bool``: the system's own wait, woken when the result is saved (qhive's ``result(wait=)``
+on a store that notifies: Redis, PostgreSQL). Polling peers are polled at 5 ms, as fast
+as or faster than their own blocking waits poll.
+
 The task is ``add(i, i)`` unless ``$BENCH_TASK`` names another (the scaling curves of
 ``bench/run.py``): :func:`task_call` gives the name and arguments of the i-th task, and a
 client's ``enqueue`` sends the task of that name. Every system defines the same three:
@@ -85,9 +90,14 @@ def wait_count(count: Callable[[], int], target: int, timeout: float,
         time.sleep(COUNT_POLL)
 
 
-def round_trip(enqueue: Callable[[int], Any], is_done: Callable[[Any], bool], i: int) -> float:
+def round_trip(enqueue: Callable[[int], Any], is_done: Callable[[Any], bool], i: int,
+               wait_done: Callable[[Any], bool] | None = None) -> float:
     t0 = time.perf_counter()
     handle = enqueue(i)
+    if wait_done is not None:  # the system's own wait, woken by a notification
+        if not wait_done(handle):
+            raise WorkloadFailed(f"no result for task {handle!r} after {ROUND_TRIP_TIMEOUT:.0f} s")
+        return (time.perf_counter() - t0) * 1000
     deadline = t0 + ROUND_TRIP_TIMEOUT
     while not is_done(handle):
         if time.perf_counter() > deadline:
@@ -108,7 +118,8 @@ def check_exact(exact: Callable[[], int] | None, before: int, n: int, seen: int)
 
 
 def run(workload: str, n: int, enqueue: Callable[[int], Any], is_done: Callable[[Any], bool],
-        count: Callable[[], int], exact: Callable[[], int] | None = None) -> dict[str, Any]:
+        count: Callable[[], int], exact: Callable[[], int] | None = None,
+        wait_done: Callable[[Any], bool] | None = None) -> dict[str, Any]:
     """Run one workload and return its JSON-able outcome."""
     drain_timeout = 60 + n * 0.1  # generous (>= 10 tasks/s): a slow system is reported
     if workload in ("enqueue", "fill"):
@@ -141,25 +152,26 @@ def run(workload: str, n: int, enqueue: Callable[[int], Any], is_done: Callable[
         return {"seconds": t1 - t0, "steady_seconds": t1 - first["t"],
                 "first_count": first["count"]}
     if workload == "latency":
-        return {"latencies_ms": [round_trip(enqueue, is_done, i) for i in range(n)]}
+        return {"latencies_ms": [round_trip(enqueue, is_done, i, wait_done) for i in range(n)]}
     if workload == "idle_latency":
         latencies = []
         for i in range(IDLE_ROUNDS):
             time.sleep(IDLE_SLEEP + random.uniform(0, IDLE_JITTER))
-            latencies.append(round_trip(enqueue, is_done, i))
+            latencies.append(round_trip(enqueue, is_done, i, wait_done))
         return {"latencies_ms": latencies}
     raise WorkloadFailed(f"unknown workload {workload!r}")
 
 
 def main(enqueue: Callable[[int], Any], is_done: Callable[[Any], bool],
          count: Callable[[], int], argv: list[str] | None = None,
-         exact: Callable[[], int] | None = None) -> int:
+         exact: Callable[[], int] | None = None,
+         wait_done: Callable[[Any], bool] | None = None) -> int:
     """``client.py WORKLOAD N``: run it, print the outcome as the last line; exit 0, or 1
     with ``{"error": ...}`` when it failed."""
     argv = sys.argv[1:] if argv is None else argv
     workload, n = argv[0], int(argv[1])
     try:
-        outcome = run(workload, n, enqueue, is_done, count, exact)
+        outcome = run(workload, n, enqueue, is_done, count, exact, wait_done)
     except WorkloadFailed as exc:
         print(json.dumps({"error": str(exc)}), flush=True)
         return 1

@@ -361,7 +361,7 @@ def test_qmemory_measures_local_clusters_and_not_others(q_cluster):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         # A sentinel whose worker is forked by another process: the test process is the
-        # worker, its parent stands for the forkserver.
+        # worker, its parent stands for the zygote.
         here = save_stat(q, pid=child.pid, workers=[os.getpid()])
         away = save_stat(q, host="other-machine", pid=os.getpid(), workers=[1, 2])
         output = run("qmemory", "--run-once", "--workers")
@@ -371,11 +371,11 @@ def test_qmemory_measures_local_clusters_and_not_others(q_cluster):
 
     header = re.split(r"\s{2,}", output.splitlines()[0].strip())
     assert header == ["Host", "Id", "Available (%)", "Available (MB)", "Total (MB)",
-                      "Sentinel (MB)", "Forkserver (MB)", "Workers (MB)", "Worker #1 (MB)",
+                      "Sentinel (MB)", "Zygote (MB)", "Workers (MB)", "Worker #1 (MB)",
                       "Worker #2 (MB)"]
     cells = row_of(output, here)
     assert cells[:2] == [HOST, here.short_id]
-    percent, available, total, sentinel, _forkserver, workers, worker1, worker2 = cells[2:]
+    percent, available, total, sentinel, _zygote, workers, worker1, worker2 = cells[2:]
     assert 0 < float(percent) <= 100 and 0 < float(available) <= float(total)
     assert float(sentinel) > 0 and float(workers) == float(worker1) > 0
     assert worker2 == "-"  # this cluster has one worker

@@ -16,7 +16,7 @@ from qhive_django import monitor
 from qhive_django.conf import get_pipeline
 
 COLUMNS = ["Host", "Id", "Available (%)", "Available (MB)", "Total (MB)", "Sentinel (MB)",
-           "Forkserver (MB)", "Workers (MB)", "Worker #1 (MB)", "Worker #2 (MB)",
+           "Zygote (MB)", "Workers (MB)", "Worker #1 (MB)", "Worker #2 (MB)",
            "Worker #3 (MB)"]
 
 

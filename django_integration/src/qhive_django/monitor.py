@@ -55,12 +55,12 @@ REFRESH = 1.0
 #: qmonitor's columns: Django Q's, plus the cluster (queue) name for ALT clusters.
 MONITOR_COLUMNS = ("Host", "Id", "Cluster", "State", "Pool", "TQ", "RQ", "RC", "Up")
 #: qmemory's columns. The monitor is a thread of the sentinel, so its memory is part
-#: of "Sentinel"; the slot of Django Q's monitor process shows the forkserver, the
-#: cluster's one other process (the process workers are forked from).
+#: of "Sentinel"; the slot of Django Q's monitor process shows the zygote, the
+#: cluster's one other process (the fork of the sentinel that workers are forked from).
 MEMORY_COLUMNS = ("Host", "Id", "Available (%)", "Available (MB)", "Total (MB)",
-                  "Sentinel (MB)", "Forkserver (MB)", "Workers (MB)")
-MEMORY_LEGEND = ("Sentinel (MB) includes the pusher and monitor threads; workers are forked "
-                 "from the forkserver.")
+                  "Sentinel (MB)", "Zygote (MB)", "Workers (MB)")
+MEMORY_LEGEND = ("Sentinel (MB) includes the monitor thread; workers are forked from the "
+                 "zygote. RSS counts memory they share once per process.")
 #: The running tasks' table, below the clusters in qmonitor and qinfo.
 RUNNING_COLUMNS = ("Running task", "Func", "Cluster", "Host", "Worker", "For", "Progress")
 NO_CLUSTERS = "No clusters appear to be running."
@@ -557,7 +557,7 @@ class _MemoryWatch:
         except (self.psutil.Error, ValueError):
             return None
 
-    def forkserver(self, stat: CoreStat) -> int | None:
+    def zygote(self, stat: CoreStat) -> int | None:
         """The process the workers were forked from, when it is not the sentinel."""
         for pid in stat.workers:
             try:
@@ -574,9 +574,9 @@ class _MemoryWatch:
             return [stat.host, stat.short_id, OTHER_HOST, *["-"] * (measured - 1)]
         each = [self.rss(pid) for pid in stat.workers]
         known = [mb for mb in each if mb is not None]
-        forkserver = self.forkserver(stat)
+        zygote = self.zygote(stat)
         cells = [*host, self.rss(stat.sentinel),
-                 self.rss(forkserver) if forkserver else None,
+                 self.rss(zygote) if zygote else None,
                  round(sum(known), 2) if known else None, *each[:workers]]
         cells += [None] * (measured - len(cells))
         return [stat.host, stat.short_id, *("-" if c is None else f"{c:.2f}" for c in cells)]
@@ -591,7 +591,7 @@ class _MemoryWatch:
 
 def _table(term: Terminal, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """qmemory's header and rows, each column as wide as its widest cell, so that no
-    header is cut (an equal share of the terminal cut ``Forkserver (MB)``). On a
+    header is cut (an equal share of the terminal cut ``Zygote (MB)``). On a
     terminal too narrow for that, headers take two lines — the name, then the unit —
     and the columns that still do not fit are left off, as a note says."""
     header = [list(columns)]

@@ -13,7 +13,7 @@ from qhive_django.monitor import memory
 
 class Command(BaseCommand):
     help = ("Show the available memory of this host and the resident memory of each "
-            "cluster's sentinel, forkserver and workers, refreshed every second until q, "
+            "cluster's sentinel, zygote and workers, refreshed every second until q, "
             "Ctrl-C or SIGTERM (without a terminal: one plain screen a second).")
 
     def add_arguments(self, parser: Any) -> None:
