@@ -159,7 +159,9 @@ class Config:
     workers: int = _key(_AUTO, integer(1),
                         "Worker processes; default: the CPU count (4 if unknown).")
     daemonize_workers: bool = _key(True, boolean(),
-                                   "Start workers as daemons (False lets tasks fork).")
+                                   "Django Q2's switch for tasks that fork: accepted and "
+                                   "no longer needed (workers are plain forks, and any task "
+                                   "may start processes).")
     recycle: int = _key(500, integer(0), "Tasks a worker runs before it is replaced; 0: never.")
     max_rss: int | None = _key(None, integer(1, none=True),
                                "Resident memory (KB) after which a worker is replaced.")
