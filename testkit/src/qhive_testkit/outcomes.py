@@ -55,10 +55,13 @@ def get_broker() -> Any:
 
 
 def runs(path: Path) -> Counter:
-    """How often each recorded task ran: its first argument -> executions."""
+    """How often each recorded task ran: its first argument -> executions. A line still
+    being written (no newline yet: read while a worker appends it) is not counted yet."""
     if not path.exists():
         return Counter()
-    return Counter(json.loads(line)["values"][0] for line in path.read_text().splitlines())
+    text = path.read_text()
+    complete = text[:text.rfind("\n") + 1]
+    return Counter(json.loads(line)["values"][0] for line in complete.splitlines())
 
 
 def counts(path: Path, enqueued: int) -> tuple[int, int, int]:

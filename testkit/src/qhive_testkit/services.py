@@ -255,8 +255,9 @@ def redis_server(tmp_path):
 
 
 class MotoServer:
-    """moto's server mode (``python -m moto.server``) on a free port of 127.0.0.1: AWS
-    APIs (SQS, IAM, ...) over real HTTP, for the real boto3 client — nothing patched.
+    """moto's server mode on a free port of 127.0.0.1: AWS APIs (SQS, IAM, ...) over real
+    HTTP, for the real boto3 client — only its race on concurrent receives fixed
+    (:mod:`qhive_testkit.moto_serialized`).
 
     Kept honest where moto can be: one PurgeQueue per queue per 60 s, as on AWS.
     Signatures are not checked until :meth:`enforce_auth` turns that on.
@@ -288,7 +289,8 @@ class MotoServer:
         env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
         with log.open("w") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-m", "qhive_testkit.moto_serialized", "-H", "127.0.0.1",
+                 "-p", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
         # accepts(): a bare connection, no request moto would count
         wait_until_up(self.process, self.port, what="moto server", log=log, within=within)

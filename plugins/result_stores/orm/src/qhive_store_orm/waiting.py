@@ -23,6 +23,7 @@ import time
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
+from qhive.announcements import names
 from qhive_broker_orm.listen import Listener
 
 if TYPE_CHECKING:
@@ -96,16 +97,6 @@ def announced_keys(task_id: str | None, name: str | None, group: str | None) -> 
                      (("result", task_id), ("name", name), ("group", group)) if value is not None)
 
 
-def _names(payload: str, wanted: Collection[str]) -> bool:
-    """A payload names one of ``wanted`` (every payload does if nothing is wanted; one
-    that cannot be read is taken as news)."""
-    if not wanted:
-        return True
-    try:
-        written = json.loads(payload)
-    except ValueError:
-        return True
-    return not set(wanted).isdisjoint(written) if isinstance(written, list) else True
 
 
 class Listeners:
@@ -162,7 +153,7 @@ class Listeners:
         try:
             while (left := end - time.monotonic()) > 0:
                 for notify in listener.conn.notifies(timeout=left, stop_after=1):
-                    if _names(notify.payload, wanted):
+                    if names(notify.payload, wanted):
                         return True
         except Exception as exc:  # psycopg's errors: the connection is gone
             raise ListenerLost(f"{type(exc).__name__}: {exc}") from exc

@@ -16,12 +16,12 @@ have been missed, and it looks again.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
+from qhive.announcements import names
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -72,7 +72,7 @@ class Subscriber:
                 continue
             if message["type"] == "subscribe":  # subscribed again on a new connection
                 return True
-            if message["type"] == "message" and _names(message["data"], wanted):
+            if message["type"] == "message" and names(message["data"], wanted):
                 return True
         return False
 
@@ -92,15 +92,3 @@ class Subscriber:
                 return
         raise redis.TimeoutError(f"Redis did not confirm the {kind.upper()} of "
                                  f"{self.channel.decode()!r} within {CONFIRM_TIMEOUT} s")
-
-
-def _names(data: Any, wanted: Collection[str]) -> bool:
-    """An announcement (a JSON array of keys) names one of ``wanted``; with nothing
-    wanted, every announcement does. One that cannot be read is taken as news."""
-    if not wanted:
-        return True
-    try:
-        written = json.loads(data)
-    except ValueError:
-        return True
-    return not set(wanted).isdisjoint(written) if isinstance(written, list) else True
