@@ -22,6 +22,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from qhive.cluster.outage import Outage
+from qhive.cluster.worker import hold, log_result
 from qhive.errors import BrokerError
 
 if TYPE_CHECKING:
@@ -106,12 +107,8 @@ class Monitor(threading.Thread):
             self.unsaved -= len(batch)
         for done, result in zip(batch, stored, strict=True):
             self.processed += 1
-            if not result.success:
-                self.failed += 1
-                logger.error("Failed '%s' (%s) - %s", result.func, result.name,
-                             _last_line(result.result))
-            else:
-                logger.info("Processed '%s' (%s)", result.func, result.name)
+            self.failed += not result.success
+            log_result(result)
             self.hooks.put((done.task, result))
         return True
 
@@ -123,8 +120,7 @@ class Monitor(threading.Thread):
             delay = self.outage.failed(
                 self._failed, f"monitor: saving or acknowledging {len(batch)} results failed "
                               f"({self.unsaved} tasks held)")
-            self._touch(batch)
-            self._reconnect()
+            hold(self.pipeline, batch)
             # Again well before the renewed receipts run out.
             if self.give_up.wait(min(delay, self.pipeline.config.retry / 3)):
                 logger.error("stopping without saving %d results: their tasks were not "
@@ -136,29 +132,6 @@ class Monitor(threading.Thread):
             finished = self._take_waiting(batch, limit=len(batch) + BATCH) or finished
             if self._settle(batch):
                 return finished
-
-    def _touch(self, batch: list[Done]) -> None:
-        """Renew the receipts of held tasks, so that they are not delivered again."""
-        broker = self.pipeline.broker
-        if not broker.capabilities.touch:
-            return
-        try:
-            broker.touch([d.ack_id for d in batch if d.ack_id is not None])
-        except Exception as exc:  # the broker may be down too: its receipts then wait
-            logger.debug("could not renew the receipts of held tasks: %s", exc)
-
-    def _reconnect(self) -> None:
-        """Drop this thread's connections: the next call opens new ones."""
-        for driver in (self.pipeline.result_store, self.pipeline.broker):
-            try:
-                driver.close()
-            except Exception as exc:
-                logger.debug("closing %r failed: %s", driver, exc)
-
-
-def _last_line(text: object) -> str:
-    lines = str(text).strip().splitlines()
-    return lines[-1] if lines else ""
 
 
 class _HookRunner(threading.Thread):

@@ -178,6 +178,13 @@ class TaskLoop:
                 return reason
         return None
 
+    def _errors(self) -> dict[str, int]:
+        """The slot's error counters: taking fails at the broker; saving at the store
+        or, as it acknowledges, at the broker."""
+        store = self.store_outage.totals
+        return {"broker_errors": self.broker_outage.totals["broker"] + store["broker"],
+                "store_errors": store["result store"]}
+
     # -- taking
     def _take(self) -> list[Message]:
         count = self.batch
@@ -187,8 +194,7 @@ class TaskLoop:
             messages = self.pipeline.broker.dequeue(count=count, timeout=DEQUEUE_WAIT)
         except Exception as exc:  # a dead broker must not kill the worker
             delay = self.broker_outage.failed(exc, "taking tasks")
-            self.slot.count(broker_errors=sum(self.broker_outage.totals.values())
-                            + self.store_outage.totals["broker"])
+            self.slot.count(**self._errors())
             with contextlib.suppress(Exception):
                 self.pipeline.broker.close()  # reopened by the next call
             self._stop_asked(delay)
@@ -279,11 +285,7 @@ class TaskLoop:
         self.slot.count(unsaved=0, processed=self.processed, failed=self.failed)
         hook = self.pipeline.pm.hook.qhive_post_execute
         for done, result in zip(batch, stored, strict=True):
-            if result.success:
-                logger.info("Processed '%s' (%s)", result.func, result.name)
-            else:
-                logger.error("Failed '%s' (%s) - %s", result.func, result.name,
-                             _last_line(result.result))
+            log_result(result)
             try:
                 hook(task=done.task, result=result)
             except Exception:
@@ -295,18 +297,8 @@ class TaskLoop:
         outage.what = "broker" if isinstance(exc, BrokerError) else "result store"
         delay = outage.failed(exc, f"saving or acknowledging {len(batch)} results failed (no "
                                    f"new tasks are taken until they are saved)")
-        self.slot.count(unsaved=len(batch), store_errors=outage.totals["result store"],
-                        broker_errors=outage.totals["broker"]
-                        + sum(self.broker_outage.totals.values()))
-        broker = self.pipeline.broker
-        if broker.capabilities.touch:  # renew their receipts: nobody else runs them meanwhile
-            try:
-                broker.touch([d.ack_id for d in batch if d.ack_id is not None])
-            except Exception as error:  # the broker may be down too
-                logger.debug("could not renew the receipts of held tasks: %s", error)
-        for driver in (self.pipeline.result_store, broker):
-            with contextlib.suppress(Exception):
-                driver.close()  # the next call opens new connections
+        self.slot.count(unsaved=len(batch), **self._errors())
+        hold(self.pipeline, batch)
         self._stop_asked(min(delay, self.config.retry / 3))
         if self.stopping and time.monotonic() >= self.stop_deadline:
             logger.error("stopping without saving %d results: their tasks were not "
@@ -333,6 +325,27 @@ def _replace_unserializable(pipeline: Pipeline, batch: list[Done]) -> bool:
     return replaced
 
 
-def _last_line(text: object) -> str:
-    lines = str(text).strip().splitlines()
-    return lines[-1] if lines else ""
+def log_result(result: Any) -> None:
+    """The log line of a saved result (the sentinel's monitor logs its own alike)."""
+    if result.success:
+        logger.info("Processed '%s' (%s)", result.func, result.name)
+    else:
+        lines = str(result.result).strip().splitlines()
+        logger.error("Failed '%s' (%s) - %s", result.func, result.name,
+                     lines[-1] if lines else "")
+
+
+def hold(pipeline: Pipeline, batch: list[Done]) -> None:
+    """After saving ``batch`` failed: renew its receipts, so that nobody else runs its
+    tasks meanwhile, and drop this pipeline's connections (the next call opens new ones)."""
+    broker = pipeline.broker
+    if broker.capabilities.touch:
+        try:
+            broker.touch([d.ack_id for d in batch if d.ack_id is not None])
+        except Exception as exc:  # the broker may be down too: its receipts then wait
+            logger.debug("could not renew the receipts of held tasks: %s", exc)
+    for driver in (pipeline.result_store, broker):
+        try:
+            driver.close()
+        except Exception as exc:
+            logger.debug("closing %r failed: %s", driver, exc)

@@ -3,8 +3,8 @@ that forks the workers.
 
 Workers are forks of a process that has already imported Django, the task
 modules' frameworks and the plugins, so every worker — and every replacement of
-a recycled or dead one — starts in milliseconds and shares that memory with the
-sentinel and each other (one copy per cluster, not one per process). The
+a recycled or dead one — starts without importing anything again, and shares
+that memory with the sentinel and each other (one copy per cluster). The
 sentinel cannot fork them itself once its threads run (the monitor, the
 scheduler, plugins' servers): a fork copies locks other threads may hold. The
 zygote has one thread, opens no connection, and only forks.
@@ -48,6 +48,7 @@ class Zygote:
         self.exits: dict[int, int] = {}  # pid -> exit code, as reaped
         self.pid = 0
         self.sock: socket.socket | None = None
+        self._started: int | None = None  # the pid of the last spawn, once answered
 
     def start(self) -> None:
         """Fork the zygote: call while this process runs no other thread."""
@@ -79,7 +80,7 @@ class Zygote:
             raise ZygoteGone(f"the zygote is gone ({exc})") from exc
         finally:
             theirs.close()
-        self._started: int | None = None
+        self._started = None
         while self._started is None:
             self._read()
         return ForkedProcess(self, self._started, name), Connection(mine.detach())
