@@ -451,11 +451,11 @@ class DjangoQueue(System):
         template = workdir / "template.sqlite3"
         if not self._template_ready:
             for path in workdir.glob("template.sqlite3*"):
-                path.unlink()
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
             self._migrate(workdir, str(template))
             self._template_ready = True
-        for path in workdir.glob("db.sqlite3*"):
-            path.unlink()
+        for path in workdir.glob("db.sqlite3*"):  # with qhive's doorbell, db.sqlite3.qhive/
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         shutil.copyfile(template, workdir / "db.sqlite3")
 
     def _fresh_postgres(self, workdir: Path, services: Services) -> None:

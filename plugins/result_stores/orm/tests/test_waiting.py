@@ -1,11 +1,13 @@
 """``OrmResultStore.wait`` (``result(wait=…)``): on PostgreSQL woken by the saving
 transaction's ``NOTIFY`` instead of polling — proved by counting the looks — with the
-deadline honoured, group counts, a lost LISTEN connection and the payload limit; on
-SQLite and MariaDB (and on PostgreSQL while it cannot LISTEN) it polls."""
+deadline honoured, group counts, a lost LISTEN connection and the payload limit; on a
+SQLite file woken by the database's doorbell, rung at commit; on MariaDB (and on
+PostgreSQL while it cannot LISTEN) it polls."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -50,8 +52,15 @@ def postgres(database):
 
 @pytest.fixture
 def polling(database):
-    if database == "postgres":
-        pytest.skip("SQLite and MariaDB poll")
+    if database != "mysql":
+        pytest.skip("MariaDB polls")
+    return database
+
+
+@pytest.fixture
+def sqlite(database):
+    if database != "default":
+        pytest.skip("the doorbell: SQLite only")
     return database
 
 
@@ -257,6 +266,40 @@ def test_while_it_cannot_listen_it_polls_and_does_not_retry_at_once(store, resul
     assert store.wait(lambda: store.get(missing), time.monotonic() + 0.1,
                       task_id=missing) is None
     assert opened == [postgres], "no new attempt within retry_interval"
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def test_on_sqlite_a_waiter_sleeps_until_a_save_rings(store, results, sqlite, monkeypatch):
+    result, unrelated = results.make(), results.make()
+    looks = ReadCounter(store, monkeypatch)
+    later(LATER / 2, lambda: store.save(unrelated))
+    saver = later(LATER, lambda: store.save(result))
+    found = store.wait(lambda: store.get(result.id), time.monotonic() + 30, task_id=result.id)
+    saver.join()
+    assert found == result
+    assert looks.count == 3, "one look once asleep, one per save (the doorbell says not which)"
+    assert os.listdir(waiting.doorbell(connections[sqlite]).directory) == [], "it left"
+
+
+def test_on_sqlite_a_save_rings_at_commit_and_a_rollback_not(store, results, sqlite,
+                                                             monkeypatch):
+    kept, dropped = results.make(), results.make()
+    looks = ReadCounter(store, monkeypatch)
+
+    def save_twice():
+        with pytest.raises(ZeroDivisionError), transaction.atomic(using=sqlite):
+            store.save(dropped)
+            1 / 0  # noqa: B018
+        with transaction.atomic(using=sqlite):
+            store.save(kept)
+            time.sleep(LATER / 2)  # not rung yet: a look now would not find it
+
+    later(LATER / 2, save_twice)
+    assert store.wait(lambda: store.get(kept.id), time.monotonic() + 30,
+                      task_id=kept.id) == kept
+    assert looks.count == 2, "one look once asleep, one at the commit; none for the rollback"
 
 
 # --------------------------------------------------------------------------- other databases

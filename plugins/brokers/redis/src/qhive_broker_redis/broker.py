@@ -46,6 +46,7 @@ import redis
 from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
 from qhive_redis_client.client import address, check_options, new_client
+from qhive_redis_client.direct import DirectCommands
 
 from qhive_broker_redis import scripts
 
@@ -93,9 +94,11 @@ class QueueKeys:
 
 
 class _Scripts:
-    """The Lua scripts, registered on one client (no round trip until first called)."""
+    """The Lua scripts, registered on one client (no round trip until first called),
+    and the client's :class:`DirectCommands` for the commands of every task."""
 
     def __init__(self, client: redis.Redis) -> None:
+        self.direct = DirectCommands(client)
         self.enqueue = client.register_script(scripts.ENQUEUE)
         self.claim = client.register_script(scripts.CLAIM)
         self.release = client.register_script(scripts.RELEASE)
@@ -192,7 +195,9 @@ class RedisBroker(ProcessLocal, Broker):
     def close(self) -> None:
         """Drop the connections; the next call opens new ones. A django-redis
         connection is shared with the cache: it is only let go of, not closed."""
-        client, self._client, self._scripts = self._client, None, None
+        client, found, self._client, self._scripts = self._client, self._scripts, None, None
+        if found is not None:
+            found.direct.close()
         if client is not None and self.django_redis is None:
             with contextlib.suppress(Exception):
                 client.close()
@@ -266,7 +271,8 @@ class RedisBroker(ProcessLocal, Broker):
     def enqueue(self, payload: bytes) -> str:
         payload = _payload(payload)
         with self._errors("enqueue"):
-            ids = self._script().enqueue(keys=self._enqueue_keys(), args=[_suffix(), payload])
+            found = self._script()
+            ids = found.direct.evalsha(found.enqueue, self._enqueue_keys(), [_suffix(), payload])
         return ids[0].decode()
 
     def enqueue_many(self, payloads: Iterable[bytes]) -> list[str]:
@@ -290,23 +296,29 @@ class RedisBroker(ProcessLocal, Broker):
         count = max(1, int(count))
         deadline = time.monotonic() + max(float(timeout or 0.0), 0.0)
         with self._errors("dequeue"):
-            while True:
-                got = self._claim(count)
-                remaining = deadline - time.monotonic()
-                if got or remaining <= 0:
-                    return got
-                # Returns as soon as the list is not empty (or after the wait).
+            found = self._script()
+            claim = self._claim_args(count)
+            reply = found.direct.evalsha(found.claim, *claim)
+            while not reply and (remaining := deadline - time.monotonic()) > 0:
+                # BLMOVE returns as soon as the list is not empty (or after the wait);
+                # the claim sent behind it runs then, without a round trip in between.
                 wait = max(MIN_BLOCK, round(min(remaining, self._block_limit()), 3))
-                self.client().blmove(self.keys.waiting, self.keys.waiting, wait,
-                                     "LEFT", "LEFT")
-
-    def _claim(self, count: int) -> list[Message]:
-        k = self.keys
-        retry_ms = max(0, round(self.config.retry * 1000))
-        reply = self._script().claim(keys=[k.waiting, k.inflight, k.payloads, k.deliveries],
-                                     args=[count, retry_ms])
+                k = self.keys
+                _, reply = found.direct.pipeline(
+                    ("BLMOVE", k.waiting, k.waiting, "LEFT", "LEFT", wait),
+                    ("EVALSHA", found.claim.sha, len(claim[0]), *claim[0], *claim[1]))
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    reply = found.direct.evalsha(found.claim, *claim)  # loads it
+                elif isinstance(reply, Exception):
+                    raise reply
         return [Message(reply[i].decode(), reply[i + 1], int(reply[i + 2]))
                 for i in range(0, len(reply), 3)]
+
+    def _claim_args(self, count: int) -> tuple[list[str], list[int]]:
+        """KEYS and ARGV of the claim script."""
+        k = self.keys
+        retry_ms = max(0, round(self.config.retry * 1000))
+        return [k.waiting, k.inflight, k.payloads, k.deliveries], [count, retry_ms]
 
     # -- finishing messages
 
@@ -332,14 +344,14 @@ class RedisBroker(ProcessLocal, Broker):
         waiting again (its receipt ran out) stays in the list unless
         ``waiting_too``; the claim that pops it finds no payload and skips it."""
         k = self.keys
-        pipe = self.client().pipeline(transaction=True)
-        pipe.zrem(k.inflight, *ids)
-        pipe.hdel(k.payloads, *ids)
-        pipe.hdel(k.deliveries, *ids)
+        commands = [("MULTI",), ("ZREM", k.inflight, *ids), ("HDEL", k.payloads, *ids),
+                    ("HDEL", k.deliveries, *ids)]
         if waiting_too:
-            for ack_id in ids:
-                pipe.lrem(k.waiting, 0, ack_id)
-        pipe.execute()
+            commands += [("LREM", k.waiting, 0, ack_id) for ack_id in ids]
+        replies = self._script().direct.pipeline(*commands, ("EXEC",))
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
 
     def touch(self, ack_ids: Iterable[str]) -> None:
         ids = list(ack_ids)

@@ -80,6 +80,7 @@ from qhive_store_orm.fields import Encoded
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
+    from qhive_broker_orm.doorbell import Doorbell
 
     from qhive_store_orm.models import ResultStat, Task
 
@@ -298,11 +299,15 @@ class OrmResultStore(ResultStore):
         polling: after a first look finds nothing, LISTEN, look again, then look only
         when a save of ``task_id``, ``name`` or ``group`` is announced, or when the
         LISTEN connection broke (then on a new one). Sleeping sends the database
-        nothing. Elsewhere, or while no LISTEN connection can be opened, it polls."""
+        nothing. On a SQLite file, it sleeps on the database's doorbell, which every
+        save rings. Elsewhere, or while it cannot listen, it polls."""
         about = {"task_id": task_id, "name": name, "group": group}
         listeners = self._listeners_of(self.alias)
         if listeners is None:
-            return super().wait(look, deadline, **about)
+            bell = waiting.doorbell(connections[self.alias])
+            if bell is None:
+                return super().wait(look, deadline, **about)
+            return self._wait_ringing(bell, look, deadline, about)
         found = look()
         if found is not None or (deadline is not None and time.monotonic() >= deadline):
             return found
@@ -334,6 +339,26 @@ class OrmResultStore(ResultStore):
             listener.close()
             raise
         listeners.give_back(listener)
+        return found
+
+    def _wait_ringing(self, bell: Doorbell, look: Callable[[], T | None],
+                      deadline: float | None, about: dict[str, Any]) -> T | None:
+        """:meth:`wait` on SQLite: look, then look again whenever a save rings."""
+        if deadline is not None and time.monotonic() >= deadline:
+            return look()
+        try:
+            sleeper = bell.sleeper()
+        except OSError as exc:  # a read-only directory, say: poll, as before
+            logger.debug("ORM result store: cannot sleep on %r (%s); polling", bell, exc)
+            return super().wait(look, deadline, **about)
+        with sleeper:
+            found = look()  # after the sleeper is in place: no ring is missed
+            while found is None:
+                seconds = LONGEST_SLEEP if deadline is None else deadline - time.monotonic()
+                if seconds <= 0:
+                    break
+                if sleeper.wait(min(seconds, LONGEST_SLEEP)):
+                    found = look()
         return found
 
     def _listeners_of(self, alias: str) -> waiting.Listeners | None:
@@ -478,6 +503,8 @@ class OrmResultStore(ResultStore):
                     raise _Conflict(f"{len(updates) - cursor.rowcount} stored failure(s) changed")
             if final and connection.vendor == "postgresql":  # wakes the waiters, at commit
                 waiting.announce(cursor, waiting.payloads(final.values()))
+            elif final and (bell := waiting.doorbell(connection)) is not None:
+                transaction.on_commit(bell.ring, using=alias)
         return answer, [r for r in final.values() if r.success and not r.pinned]
 
     def _existing(self, alias: str, ids: list[str]) -> dict[str, tuple[bool, int]]:

@@ -1,5 +1,7 @@
 """Waiting for results on PostgreSQL: what a save announces with ``NOTIFY``, and the
-``LISTEN`` connections on which :meth:`OrmResultStore.wait` sleeps until then.
+``LISTEN`` connections on which :meth:`OrmResultStore.wait` sleeps until then. On
+SQLite, a save rings the database's results :func:`doorbell` instead, which wakes
+every waiter for one look.
 
 A save that writes results sends, in its own transaction (so at commit, and never
 for a batch that rolls back), ``pg_notify`` on :data:`CHANNEL` with a JSON array of
@@ -16,6 +18,7 @@ connection nobody reads — and kept for the next waiter, so a wait costs a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -24,12 +27,14 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from qhive.announcements import names
+from qhive_broker_orm.doorbell import Doorbell, sqlite_doorbell
 from qhive_broker_orm.listen import Listener
 
 if TYPE_CHECKING:
     from qhive.contracts import TaskResult
 
-__all__ = ["CHANNEL", "CannotListen", "ListenerLost", "Listeners", "announce", "payloads"]
+__all__ = ["CHANNEL", "CannotListen", "ListenerLost", "Listeners", "announce", "doorbell",
+           "payloads"]
 
 logger = logging.getLogger("qhive.store.orm")
 
@@ -53,6 +58,19 @@ class ListenerLost(Exception):
 
 
 # --------------------------------------------------------------------------- saving
+
+
+def doorbell(connection: Any) -> Doorbell | None:
+    """On SQLite (no NOTIFY), the doorbell that a save rings at commit and waiters
+    sleep on (:mod:`qhive_broker_orm.doorbell`); None elsewhere or in memory."""
+    if connection.vendor != "sqlite":
+        return None
+    return _results_doorbell(str(connection.settings_dict.get("NAME") or ""))
+
+
+@functools.lru_cache(maxsize=16)
+def _results_doorbell(database: str) -> Doorbell | None:
+    return sqlite_doorbell(database, "results")
 
 
 def payloads(results: Iterable[TaskResult]) -> list[str]:

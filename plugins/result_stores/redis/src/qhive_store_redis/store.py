@@ -50,6 +50,7 @@ from qhive.contracts import ProcessLocal, ResultStore, TaskResult
 from qhive.errors import ConfigError, QhiveError
 from qhive.result_packages import codec_for, pack, unpack
 from qhive_redis_client.client import address, check_options, new_client
+from qhive_redis_client.direct import DirectCommands
 
 from qhive_store_redis import scripts
 from qhive_store_redis.waiting import Subscriber
@@ -88,10 +89,12 @@ class RedisStoreConnectionError(RedisStoreError, ConnectionError):
 
 
 class _Scripts:
-    """The Lua scripts, registered on one client (no round trip until first called)."""
+    """The Lua scripts, registered on one client (no round trip until first called),
+    and the client's :class:`DirectCommands` for the commands of every task."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self.direct = DirectCommands(client)
         self.save = client.register_script(scripts.SAVE)
         self.group = client.register_script(scripts.GROUP)
         self.count = client.register_script(scripts.COUNT)
@@ -183,7 +186,9 @@ class RedisResultStore(ProcessLocal, ResultStore):
             kept, self._subscribers = self._subscribers, []
         for subscriber in kept:
             subscriber.close()
-        client, self._client, self._scripts = self._client, None, None
+        client, found, self._client, self._scripts = self._client, self._scripts, None, None
+        if found is not None:
+            found.direct.close()
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
@@ -237,8 +242,8 @@ class RedisResultStore(ProcessLocal, ResultStore):
     def get(self, task_id: str) -> TaskResult | None:
         scripts_ = self._script()
         with self._talking("get"):
-            blob, attempts = scripts_.client.hmget(f"{self.prefix}result:{task_id}",
-                                                   "blob", "attempts")
+            blob, attempts = scripts_.direct.execute(
+                "HMGET", f"{self.prefix}result:{task_id}", "blob", "attempts")
         return self._unpack(task_id, blob, attempts)
 
     def get_by_name(self, name: str) -> TaskResult | None:
@@ -284,14 +289,14 @@ class RedisResultStore(ProcessLocal, ResultStore):
     def wait(self, look: Callable[[], T | None], deadline: float | None, *,
              task_id: str | None = None, name: str | None = None,
              group: str | None = None) -> T | None:
-        """Like :meth:`ResultStore.wait`, without polling: after a first look finds
-        nothing, subscribe to the announcements of the save script, look again, then
-        look only when a save of ``task_id``, ``name`` or ``group`` is announced (or
-        when the pub/sub connection was lost: announcements may have been missed).
+        """Like :meth:`ResultStore.wait`, without polling: subscribe to the
+        announcements of the save script, look, then look again only when a save of
+        ``task_id``, ``name`` or ``group`` is announced (or when the pub/sub connection
+        was lost: announcements may have been missed). Subscribing first costs a
+        result already there one round trip and saves every other wait one.
         Sleeping sends Redis nothing. Errors are the store's, as for any command."""
-        found = look()
-        if found is not None or _passed(deadline):
-            return found
+        if _passed(deadline):
+            return look()
         wanted = self._announced_keys(task_id, name, group)
         with self._talking("wait"):
             subscriber = self._subscribed()
@@ -353,7 +358,7 @@ class RedisResultStore(ProcessLocal, ResultStore):
 
     def _keep(self, subscriber: Subscriber) -> None:
         """Unsubscribe and keep the connection for the next waiter (up to
-        ``IDLE_SUBSCRIBERS``); close it if it cannot unsubscribe cleanly."""
+        ``IDLE_SUBSCRIBERS``); close it if it cannot unsubscribe."""
         try:
             subscriber.unsubscribe()
         except redis.RedisError:
@@ -419,7 +424,7 @@ class RedisResultStore(ProcessLocal, ResultStore):
                              "" if result.group is None else self._group_key(result.group),
                              self._name_key(result.name) if result.name else "",
                              self._ranked_key(result)]
-                answers += scripts_.save(keys=[self.prefix], args=args)
+                answers += scripts_.direct.evalsha(scripts_.save, [self.prefix], args)
         return [self._answer(result, answer)
                 for (result, _), answer in zip(incoming, answers, strict=True)]
 

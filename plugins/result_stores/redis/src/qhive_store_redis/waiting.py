@@ -5,8 +5,8 @@ A waiter holds one :class:`Subscriber` — a connection of its own, subscribed t
 store's ``<prefix>saved`` channel only while it waits. Once done it unsubscribes
 (so nothing queues up on the connection while nobody listens, and the save script
 stops publishing when nobody else does) and the store keeps it for the next waiter
-of this process: a wait costs a ``SUBSCRIBE`` and an ``UNSUBSCRIBE``, not a new
-connection.
+of this process: a wait costs a ``SUBSCRIBE`` round trip and an ``UNSUBSCRIBE`` sent
+without waiting for its answer, not a new connection.
 
 A connection lost while waiting is re-established by redis-py, which subscribes
 again; the confirmation that comes back tells the waiter that announcements may
@@ -56,10 +56,9 @@ class Subscriber:
         self._until("subscribe")
 
     def unsubscribe(self) -> None:
-        """Unsubscribe and read up to the confirmation, so that the connection holds
-        nothing stale for its next waiter."""
+        """Unsubscribe without waiting for the confirmation (the waiter is done):
+        the next :meth:`subscribe` reads past it and whatever came before it."""
         self.pubsub.unsubscribe(self.channel)
-        self._until("unsubscribe")
 
     def news(self, seconds: float, wanted: Collection[str]) -> bool:
         """Sleep until an announcement names one of ``wanted`` (any announcement if it

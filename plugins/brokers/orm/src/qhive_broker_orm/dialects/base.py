@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from qhive.contracts import Message
 
+    from qhive_broker_orm.doorbell import Doorbell
+
 __all__ = ["QUEUE_TABLE", "STAT_TABLE", "Dialect", "as_bytes", "own_transaction"]
 
 #: The tables of :mod:`qhive_broker_orm.models` (the broker does not import the
@@ -116,6 +118,11 @@ class Dialect(ABC):
     def can_listen(self) -> bool:
         """A consumer can sleep until :meth:`wake` (see :mod:`qhive_broker_orm.listen`)."""
         return False
+
+    def doorbell(self, conn: BaseDatabaseWrapper, queue: str) -> Doorbell | None:
+        """Where a consumer of ``queue`` sleeps until :meth:`wake` when the database
+        cannot notify (see :mod:`qhive_broker_orm.doorbell`). Default: none."""
+        return None
 
     def upsert(self, conn: BaseDatabaseWrapper, key: str, columns: list[str]) -> str:
         """The clause that makes an ``INSERT`` replace the row with the same unique

@@ -6,19 +6,25 @@
 * **Clock** — Python's (the default): SQLite stores times as text.
 * **Errors** — an ``OperationalError`` is about the file (locked past the busy
   timeout, not found), not a connection: a new connection would only fail again.
+* **Waking** — no NOTIFY: an insert or a release rings the queue's
+  :mod:`~qhive_broker_orm.doorbell` when it commits; idle consumers sleep on it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import sqlite3
 from typing import TYPE_CHECKING
 
+from django.db import transaction
 from django.db.utils import InterfaceError
 from django.utils import timezone
 from qhive.contracts import Message
 
 from qhive_broker_orm.dialects.base import QUEUE_TABLE, Dialect, as_bytes, own_transaction
+from qhive_broker_orm.doorbell import Doorbell, sqlite_doorbell
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -57,5 +63,28 @@ class SQLite(Dialect):
     def describe(self, conn: BaseDatabaseWrapper) -> str:
         return f"sqlite {sqlite3.sqlite_version}"
 
+    def insert(self, conn: BaseDatabaseWrapper, queue: str, payloads: list[bytes]) -> list[str]:
+        ids = super().insert(conn, queue, payloads)
+        self.wake(conn, queue, len(ids))
+        return ids
+
+    def release(self, conn: BaseDatabaseWrapper, queue: str, row_id: int) -> None:
+        super().release(conn, queue, row_id)
+        self.wake(conn, queue, 1)
+
+    def wake(self, conn: BaseDatabaseWrapper, queue: str, messages: int | None = None) -> None:
+        """Ring the queue's doorbell at commit (at once outside a transaction): one
+        sleeping consumer per message, or all."""
+        if (bell := self.doorbell(conn, queue)) is not None:
+            transaction.on_commit(lambda: bell.ring(messages), using=conn.alias)
+
+    def doorbell(self, conn: BaseDatabaseWrapper, queue: str) -> Doorbell | None:
+        return _queue_doorbell(str(conn.settings_dict.get("NAME") or ""), queue)
+
     def connection_failed(self, exc: Exception) -> bool:
         return isinstance(exc, InterfaceError)
+
+
+@functools.lru_cache(maxsize=64)
+def _queue_doorbell(database: str, queue: str) -> Doorbell | None:
+    return sqlite_doorbell(database, f"queue-{hashlib.sha256(queue.encode()).hexdigest()[:16]}")
