@@ -75,7 +75,8 @@ def get_pipeline(cluster: str | None = None) -> Pipeline:
     config = get_config(cluster)
     with _lock:
         pipeline = _pipelines.get(config.cluster_name)
-        if pipeline is None or pipeline.config != config:
+        # ``is`` first: the config is cached, and comparing every field costs each enqueue
+        if pipeline is None or (pipeline.config is not config and pipeline.config != config):
             pipeline = Pipeline(config, plugin_manager=plugin_manager(config))
             _pipelines[config.cluster_name] = pipeline
     return pipeline

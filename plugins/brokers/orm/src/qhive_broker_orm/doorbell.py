@@ -7,14 +7,14 @@ in up to a quarter of a second. A database file's processes all run on one host,
 they can share a directory beside it, ``<database file>.qhive/<bell>/``. A sleeper
 puts a FIFO of its own there while it sleeps (:meth:`Doorbell.sleeper`, which it
 looks for work after entering: nothing is missed) and sleeps in ``select()`` on it;
-:meth:`Doorbell.ring` writes a byte to each FIFO in the directory. A ring with
-nobody asleep costs one directory listing (about 8 µs); a busy consumer never sleeps,
-so it costs the ringer nothing.
+:meth:`Doorbell.ring` writes a byte to each FIFO in the directory (a queue: to one
+sleeper per message). A ring with nobody asleep costs one ``stat()`` of the directory
+(about 3 µs); a busy consumer never sleeps, so it costs the ringer nothing.
 
-A FIFO appears in the directory already open by its sleeper (made under a hidden
-name, then renamed), so a FIFO nobody holds open is a sleeper that died: the ringer
-removes it. A ring is a hint, never the only way to find work: sleepers still wake
-after their timeout and look.
+A FIFO appears in the directory already open by its sleeper (made under a hidden name,
+which rings skip, then renamed; its sleeper looks for work once it is in place), so a
+FIFO nobody holds open is a sleeper that died: the ringer removes it. A ring is a hint,
+never the only way to find work: sleepers still wake after their timeout and look.
 
 Only where ``os.mkfifo`` exists (not on Windows: there, the callers poll).
 """
@@ -30,8 +30,12 @@ import os
 import select
 import struct
 import termios
+import time
 
 __all__ = ["Doorbell", "Sleeper", "sqlite_doorbell"]
+
+#: An mtime this old was stamped by a clock tick that has passed (ticks are 1 to 10 ms).
+SETTLED_NS = 50_000_000
 
 logger = logging.getLogger("qhive.broker.orm")
 
@@ -81,6 +85,8 @@ class Doorbell:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
+        #: The directory's mtime when it was last seen without sleepers (see :meth:`ring`).
+        self._empty_at: int | None = None
 
     def __repr__(self) -> str:
         return f"<Doorbell {self.directory}>"
@@ -101,12 +107,20 @@ class Doorbell:
         if sleepers is not None and sleepers <= 0:
             return
         try:
-            names = os.listdir(self.directory)
+            # A ring with nobody asleep is one stat() (3 µs) instead of a listing (8 µs):
+            # any sleeper that came or went since the listing changed the mtime. Only an
+            # mtime older than the clock tick that stamps it counts, since two changes
+            # within one tick get the same stamp.
+            changed = os.stat(self.directory).st_mtime_ns
+            if changed == self._empty_at:
+                return
+            settled = time.time_ns() - changed > SETTLED_NS
+            names = [n for n in os.listdir(self.directory) if not n.startswith(".")]
         except OSError:
             return  # nobody ever slept here
+        if not names and settled:
+            self._empty_at = changed
         for name in names:
-            if name.startswith("."):
-                continue  # being made: its sleeper looks for work once it is in place
             path = os.path.join(self.directory, name)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)

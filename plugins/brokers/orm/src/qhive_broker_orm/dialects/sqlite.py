@@ -75,8 +75,12 @@ class SQLite(Dialect):
     def wake(self, conn: BaseDatabaseWrapper, queue: str, messages: int | None = None) -> None:
         """Ring the queue's doorbell at commit (at once outside a transaction): one
         sleeping consumer per message, or all."""
-        if (bell := self.doorbell(conn, queue)) is not None:
+        if (bell := self.doorbell(conn, queue)) is None:
+            return
+        if conn.in_atomic_block:
             transaction.on_commit(lambda: bell.ring(messages), using=conn.alias)
+        else:
+            bell.ring(messages)
 
     def doorbell(self, conn: BaseDatabaseWrapper, queue: str) -> Doorbell | None:
         return _queue_doorbell(str(conn.settings_dict.get("NAME") or ""), queue)
