@@ -42,7 +42,7 @@ def test_drains_1000_tasks_with_one_result_each(database, cluster_settings, qclu
     assert all(success and attempts == 1 for _, success, attempts in rows)
     results = {t.id: t.result for t in tasks_of(q)}
     assert results == ids
-    assert queued(q) == 0
+    wait_until(lambda: queued(q) == 0, within=30, what="every message acknowledged")
     assert cluster.stop() == 0
     assert "stopped (1000 processed, 0 failed)" in cluster.log()
 
@@ -95,7 +95,8 @@ def test_bad_tasks_fail_clearly_without_stalling(cluster_settings, qcluster, fun
     for task_id in bad:
         failure = fetch(task_id, wait=60_000)
         assert failure.success is False and expected in failure.result
-    assert queued(q) == 0
+    # results are saved, then their messages acknowledged: gone a moment after
+    wait_until(lambda: queued(q) == 0, within=30, what="every message acknowledged")
     assert cluster.stop() == 0
 
 
