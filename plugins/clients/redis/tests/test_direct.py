@@ -107,8 +107,23 @@ def test_a_forked_child_opens_its_own_connection(client):
     assert direct.execute("CLIENT", "ID") == parent_id, "the parent's connection still works"
 
 
-def test_close_disconnects_every_threads_connection(client):
+def test_close_disconnects_this_threads_connection_and_the_others_before_their_next_use(
+        client):
     direct = DirectCommands(client)
+    asked, answered, ids = threading.Event(), threading.Event(), []
+
+    def other_thread():
+        ids.append(direct.execute("CLIENT", "ID"))
+        answered.set()
+        asked.wait(10)
+        ids.append(direct.execute("CLIENT", "ID"))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    answered.wait(10)
     first = direct.execute("CLIENT", "ID")
     direct.close()
     assert direct.execute("CLIENT", "ID") != first
+    asked.set()
+    thread.join(10)
+    assert ids[1] != ids[0], "the other thread's connection was replaced at its next command"

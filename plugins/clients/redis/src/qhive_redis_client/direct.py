@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from typing import Any
 
 import redis
@@ -31,21 +30,25 @@ class DirectCommands:
     """Raw-reply commands of ``client``'s server on one connection per thread.
 
     Fork-safe: a connection opened by another process is left alone (the socket is
-    the parent's) and a new one opened. :meth:`close` disconnects every thread's
-    connection; each reconnects on its next command.
+    the parent's) and a new one opened. :meth:`close` disconnects the calling
+    thread's connection at once and every other thread's before its next command
+    (never under a command another thread is reading the reply of).
     """
 
     def __init__(self, client: redis.Redis) -> None:
         pool = client.connection_pool
         self._connection_class, self._kwargs = pool.connection_class, pool.connection_kwargs
         self._local = threading.local()
-        self._opened: weakref.WeakSet[redis.Connection] = weakref.WeakSet()
+        self._generation = 0  # bumped by close(): older connections are dropped when next used
 
     def connection(self) -> redis.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.pid != os.getpid():
-            conn = self._local.conn = self._connection_class(**self._kwargs)
-            self._opened.add(conn)
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or conn.pid != os.getpid() or local.generation != self._generation:
+            if conn is not None and conn.pid == os.getpid():
+                conn.disconnect()
+            conn = local.conn = self._connection_class(**self._kwargs)
+            local.generation = self._generation
         return conn
 
     def execute(self, *args: Any) -> Any:
@@ -76,8 +79,11 @@ class DirectCommands:
             return self._pipelined(commands)
 
     def close(self) -> None:
-        for conn in list(self._opened):
+        self._generation += 1
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and conn.pid == os.getpid():
             conn.disconnect()
+        self._local.conn = None
 
     def _round_trip(self, args: tuple[Any, ...]) -> Any:
         conn = self.connection()
