@@ -23,7 +23,7 @@ import pytest
 import qhive_testkit.broker
 import redis
 from qhive.config import Config
-from qhive.errors import BrokerConnectionError, ConfigError
+from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
 from qhive_broker_redis.broker import STATS_INDEX, STATS_VALUE, QueueKeys, RedisBroker
 from qhive_testkit.services import (
     REDIS_OTHER_DB,
@@ -325,6 +325,19 @@ def test_acknowledging_a_message_whose_receipt_ran_out_removes_it(make):
     broker.acknowledge(slow.ack_id)
     assert [m.payload for m in broker.dequeue(count=5)] == [b"next"]
     assert broker.queue_size() == 0
+
+
+def test_an_acknowledgement_redis_refuses_raises_instead_of_passing_silently(make):
+    """The MULTI block queues every command; one that fails only when EXEC runs it
+    (a key of the wrong type) must still raise, as redis-py's pipeline did."""
+    broker = make()
+    broker.enqueue(b"x")
+    [message] = broker.dequeue()
+    raw = broker.client()
+    raw.delete(broker.keys.deliveries)
+    raw.set(broker.keys.deliveries, "not a hash")
+    with pytest.raises(BrokerError, match="WRONGTYPE"):
+        broker.acknowledge(message.ack_id)
 
 
 def test_delete_removes_a_waiting_message(make):

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from django.db import connections, transaction
 from qhive.config import Config
+from qhive_broker_orm.doorbell import doorbell_of
 from qhive_broker_orm.listen import Listener
 from qhive_store_orm import waiting
 from qhive_store_orm.store import OrmResultStore
@@ -280,7 +281,7 @@ def test_on_sqlite_a_waiter_sleeps_until_a_save_rings(store, results, sqlite, mo
     saver.join()
     assert found == result
     assert looks.count == 3, "one look once asleep, one per save (the doorbell says not which)"
-    assert os.listdir(waiting.doorbell(connections[sqlite]).directory) == [], "it left"
+    assert os.listdir(doorbell_of(connections[sqlite], waiting.BELL).directory) == [], "it left"
 
 
 def test_on_sqlite_a_save_rings_at_commit_and_a_rollback_not(store, results, sqlite,

@@ -279,7 +279,7 @@ class OrmBroker(ProcessLocal, Broker):
     def _dequeue_ringing(self, bell: Doorbell, count: int, timeout: float) -> list[Message]:
         """SQLite. While work keeps coming, poll every few milliseconds: claims take
         the write lock the enqueuers need, and a claim per ring would take it once per
-        message (measured: half the drain rate), where a pause gathers a batch. Once
+        message (measured: 39 % less drain), where a pause gathers a batch. Once
         the queue has been empty for ``POLL_HOT`` s, sleep until an enqueue rings."""
         deadline = time.monotonic() + timeout
         if (hot := self._poll_hot_until - time.monotonic()) > 0:
@@ -295,13 +295,12 @@ class OrmBroker(ProcessLocal, Broker):
         with sleeper:
             while True:
                 got = self._claim(count)  # after the sleeper is in place: no ring is missed
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
                 if got:
-                    self._poll_hot_until = time.monotonic() + self.POLL_HOT
+                    self._poll_hot_until = now + self.POLL_HOT
+                if got or now >= deadline:
                     return got
-                if remaining <= 0:
-                    return got
-                sleeper.wait(min(remaining, recheck))
+                sleeper.wait(min(deadline - now, recheck))
 
     def _listen(self) -> Listener | None:
         """The LISTEN connection, opened on first use; None if it cannot be opened."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import itertools
 import logging
 import os
@@ -31,8 +32,9 @@ import select
 import struct
 import termios
 import time
+from typing import Any
 
-__all__ = ["Doorbell", "Sleeper", "sqlite_doorbell"]
+__all__ = ["Doorbell", "Sleeper", "doorbell_of", "sqlite_doorbell"]
 
 #: An mtime this old was stamped by a clock tick that has passed (ticks are 1 to 10 ms).
 SETTLED_NS = 50_000_000
@@ -150,6 +152,15 @@ def _unread(fd: int) -> int:
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
+def doorbell_of(connection: Any, bell: str) -> Doorbell | None:
+    """The doorbell ``bell`` of a Django connection's database when it is a SQLite
+    file, else None. One :class:`Doorbell` per database and bell in a process (it
+    remembers when its directory was last seen empty)."""
+    if connection.vendor != "sqlite":
+        return None
+    return _cached(str(connection.settings_dict.get("NAME") or ""), bell)
+
+
 def sqlite_doorbell(database: str, bell: str) -> Doorbell | None:
     """The doorbell ``bell`` of the SQLite database file ``database`` (its ``NAME``
     in ``settings.DATABASES``, as the connection has it now: tests rename it), or
@@ -159,3 +170,6 @@ def sqlite_doorbell(database: str, bell: str) -> Doorbell | None:
         return None
     path = database.removeprefix("file:").split("?", 1)[0]
     return Doorbell(os.path.join(os.path.abspath(path) + ".qhive", bell))
+
+
+_cached = functools.lru_cache(maxsize=64)(sqlite_doorbell)

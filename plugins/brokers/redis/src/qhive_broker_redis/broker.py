@@ -46,7 +46,7 @@ import redis
 from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
 from qhive_redis_client.client import address, check_options, new_client
-from qhive_redis_client.direct import DirectCommands
+from qhive_redis_client.direct import DirectCommands, evalsha_command
 
 from qhive_broker_redis import scripts
 
@@ -306,7 +306,7 @@ class RedisBroker(ProcessLocal, Broker):
                 k = self.keys
                 _, reply = found.direct.pipeline(
                     ("BLMOVE", k.waiting, k.waiting, "LEFT", "LEFT", wait),
-                    ("EVALSHA", found.claim.sha, len(claim[0]), *claim[0], *claim[1]))
+                    evalsha_command(found.claim, *claim))
                 if isinstance(reply, redis.exceptions.NoScriptError):
                     reply = found.direct.evalsha(found.claim, *claim)  # loads it
                 elif isinstance(reply, Exception):
@@ -348,8 +348,9 @@ class RedisBroker(ProcessLocal, Broker):
                     ("HDEL", k.deliveries, *ids)]
         if waiting_too:
             commands += [("LREM", k.waiting, 0, ack_id) for ack_id in ids]
-        replies = self._script().direct.pipeline(*commands, ("EXEC",))
-        for reply in replies:
+        *queued, done = self._script().direct.pipeline(*commands, ("EXEC",))
+        # an error queueing a command (EXEC then fails: EXECABORT), or running one
+        for reply in [*queued, done, *(done if isinstance(done, list) else [])]:
             if isinstance(reply, Exception):
                 raise reply
 

@@ -23,7 +23,13 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-__all__ = ["DirectCommands"]
+__all__ = ["DirectCommands", "evalsha_command"]
+
+
+def evalsha_command(script: redis.commands.core.Script, keys: list[Any],
+                    args: list[Any]) -> tuple[Any, ...]:
+    """The ``EVALSHA`` command of a registered script, for :meth:`DirectCommands.pipeline`."""
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 class DirectCommands:
@@ -61,7 +67,7 @@ class DirectCommands:
     def evalsha(self, script: redis.commands.core.Script, keys: list[Any],
                 args: list[Any]) -> Any:
         """Run a registered script (loading it first if the server lost it)."""
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        command = evalsha_command(script, keys, args)
         try:
             return self.execute(*command)
         except NoScriptError:

@@ -73,6 +73,7 @@ from qhive.contracts import ResultStore, ResultSummary, TaskResult
 from qhive.errors import SetupError
 from qhive.naming import humanize
 from qhive.result_packages import storable
+from qhive_broker_orm.doorbell import Doorbell, doorbell_of
 
 from qhive_store_orm import waiting
 from qhive_store_orm.codec import ValueCodec, settings_config, use_codec, with_django_secret
@@ -80,7 +81,6 @@ from qhive_store_orm.fields import Encoded
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
-    from qhive_broker_orm.doorbell import Doorbell
 
     from qhive_store_orm.models import ResultStat, Task
 
@@ -304,7 +304,7 @@ class OrmResultStore(ResultStore):
         about = {"task_id": task_id, "name": name, "group": group}
         listeners = self._listeners_of(self.alias)
         if listeners is None:
-            bell = waiting.doorbell(connections[self.alias])
+            bell = doorbell_of(connections[self.alias], waiting.BELL)
             if bell is None:
                 return super().wait(look, deadline, **about)
             return self._wait_ringing(bell, look, deadline, about)
@@ -503,7 +503,7 @@ class OrmResultStore(ResultStore):
                     raise _Conflict(f"{len(updates) - cursor.rowcount} stored failure(s) changed")
             if final and connection.vendor == "postgresql":  # wakes the waiters, at commit
                 waiting.announce(cursor, waiting.payloads(final.values()))
-            elif final and (bell := waiting.doorbell(connection)) is not None:
+            elif final and (bell := doorbell_of(connection, waiting.BELL)) is not None:
                 transaction.on_commit(bell.ring, using=alias)
         return answer, [r for r in final.values() if r.success and not r.pinned]
 

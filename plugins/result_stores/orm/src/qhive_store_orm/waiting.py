@@ -1,7 +1,7 @@
 """Waiting for results on PostgreSQL: what a save announces with ``NOTIFY``, and the
 ``LISTEN`` connections on which :meth:`OrmResultStore.wait` sleeps until then. On
-SQLite, a save rings the database's results :func:`doorbell` instead, which wakes
-every waiter for one look.
+SQLite, a save rings the database's doorbell :data:`BELL` instead
+(:func:`qhive_broker_orm.doorbell.doorbell_of`), which wakes every waiter for one look.
 
 A save that writes results sends, in its own transaction (so at commit, and never
 for a batch that rolls back), ``pg_notify`` on :data:`CHANNEL` with a JSON array of
@@ -18,7 +18,6 @@ connection nobody reads — and kept for the next waiter, so a wait costs a
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -27,13 +26,12 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from qhive.announcements import names
-from qhive_broker_orm.doorbell import Doorbell, sqlite_doorbell
 from qhive_broker_orm.listen import Listener
 
 if TYPE_CHECKING:
     from qhive.contracts import TaskResult
 
-__all__ = ["CHANNEL", "CannotListen", "ListenerLost", "Listeners", "announce", "doorbell",
+__all__ = ["BELL", "CHANNEL", "CannotListen", "ListenerLost", "Listeners", "announce",
            "payloads"]
 
 logger = logging.getLogger("qhive.store.orm")
@@ -41,6 +39,8 @@ logger = logging.getLogger("qhive.store.orm")
 #: The channel of every ORM result store of a database. The broker's channels are
 #: ``qhive_<queue>`` (:func:`qhive_broker_orm.listen.notify_channel`): never this one.
 CHANNEL = "qhive-results"
+#: On SQLite, the doorbell of the saves (``<database file>.qhive/results/``).
+BELL = "results"
 #: PostgreSQL refuses a payload of 8000 bytes or more (the default build).
 PAYLOAD_LIMIT = 7900
 #: Kept LISTEN connections per store and process, for the next waiters.
@@ -58,19 +58,6 @@ class ListenerLost(Exception):
 
 
 # --------------------------------------------------------------------------- saving
-
-
-def doorbell(connection: Any) -> Doorbell | None:
-    """On SQLite (no NOTIFY), the doorbell that a save rings at commit and waiters
-    sleep on (:mod:`qhive_broker_orm.doorbell`); None elsewhere or in memory."""
-    if connection.vendor != "sqlite":
-        return None
-    return _results_doorbell(str(connection.settings_dict.get("NAME") or ""))
-
-
-@functools.lru_cache(maxsize=16)
-def _results_doorbell(database: str) -> Doorbell | None:
-    return sqlite_doorbell(database, "results")
 
 
 def payloads(results: Iterable[TaskResult]) -> list[str]:
@@ -113,8 +100,6 @@ def announced_keys(task_id: str | None, name: str | None, group: str | None) -> 
     """What the saves a waiter waits for announce (see :func:`payloads`)."""
     return frozenset(f"{kind}:{value}" for kind, value in
                      (("result", task_id), ("name", name), ("group", group)) if value is not None)
-
-
 
 
 class Listeners:

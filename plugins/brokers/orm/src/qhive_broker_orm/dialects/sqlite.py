@@ -24,7 +24,7 @@ from django.utils import timezone
 from qhive.contracts import Message
 
 from qhive_broker_orm.dialects.base import QUEUE_TABLE, Dialect, as_bytes, own_transaction
-from qhive_broker_orm.doorbell import Doorbell, sqlite_doorbell
+from qhive_broker_orm.doorbell import Doorbell, doorbell_of
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -83,12 +83,13 @@ class SQLite(Dialect):
             bell.ring(messages)
 
     def doorbell(self, conn: BaseDatabaseWrapper, queue: str) -> Doorbell | None:
-        return _queue_doorbell(str(conn.settings_dict.get("NAME") or ""), queue)
+        return doorbell_of(conn, _bell_name(queue))
 
     def connection_failed(self, exc: Exception) -> bool:
         return isinstance(exc, InterfaceError)
 
 
 @functools.lru_cache(maxsize=64)
-def _queue_doorbell(database: str, queue: str) -> Doorbell | None:
-    return sqlite_doorbell(database, f"queue-{hashlib.sha256(queue.encode()).hexdigest()[:16]}")
+def _bell_name(queue: str) -> str:
+    """A directory name for any queue name (they may hold slashes)."""
+    return f"queue-{hashlib.sha256(queue.encode()).hexdigest()[:16]}"
