@@ -48,6 +48,7 @@ def ensure_venv(name: str, requirements: list[str], log=print) -> Path:
     stamp = path / STAMP
     python = venv_python(name)
     if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
+        _compile_editables(python, requirements)
         return python
     log(f"venv {name}: installing {', '.join(requirements)} (pip, a minute or two) ...")
     if path.exists():
@@ -65,7 +66,18 @@ def ensure_venv(name: str, requirements: list[str], log=print) -> Path:
         shutil.rmtree(path, ignore_errors=True)
         raise RuntimeError(f"pip install into {path} failed:\n{result.stdout}\n{result.stderr}")
     stamp.write_text(wanted + "\n")
+    _compile_editables(python, requirements)
     return python
+
+
+def _compile_editables(python: Path, requirements: list[str]) -> None:
+    """Byte-compile the editable sources, as pip does for a wheel at install: without it a
+    process of an editable system compiles them at every start when the environment says
+    ``PYTHONDONTWRITEBYTECODE`` (tens of ms more than a system installed from PyPI)."""
+    paths = [line[3:].strip() for line in requirements if line.startswith("-e ")]
+    if paths:  # compileall skips what is up to date
+        subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0", *paths],
+                       check=True, stdout=subprocess.DEVNULL)
 
 
 def freeze(python: Path) -> list[str]:

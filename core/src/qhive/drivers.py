@@ -180,9 +180,10 @@ def load_driver(kind: str, name: str, registry: DriverRegistry | None = None) ->
             + "; ".join(f"{o.distribution or '?'} {o.version or ''} ({o.target})" for o in owners)
             + ". Uninstall one of them."
         )
-    info = describe(group, matches[0], kind)
 
     def failed(_manager: Any, _ep: Any, exc: BaseException) -> None:
+        # Only now: reading the distributions' metadata costs ~15 ms per group.
+        info = describe(group, matches[0], kind)
         raise DriverLoadError(
             f"{label} {name!r} from {info.distribution or 'an unknown distribution'} "
             f"{info.version or ''} failed to import: {type(exc).__name__}: {exc}"

@@ -27,8 +27,6 @@ import calendar
 import datetime as dt
 from collections.abc import Iterator
 
-from croniter import croniter
-
 ONCE, SECONDS, MINUTES, HOURLY = "O", "S", "I", "H"
 DAILY, WEEKLY, BIWEEKLY = "D", "W", "BW"
 MONTHLY, BIMONTHLY, QUARTERLY, YEARLY = "M", "BM", "Q", "Y"
@@ -98,6 +96,8 @@ def slots(kind: str, anchor: dt.datetime, first: dt.datetime, zone: dt.tzinfo,
 
 def check_cron(expression: str) -> None:
     """Raise ``ValueError`` naming the problem when croniter cannot read ``expression``."""
+    from croniter import croniter  # here, not at import: ~10 ms of every process's start
+
     try:
         croniter.expand(expression)
     except Exception as exc:  # croniter's errors are ValueErrors, KeyErrors, ...
@@ -143,6 +143,8 @@ def _cron_after(expression: str | None, moment: dt.datetime, zone: dt.tzinfo) ->
     # instant a later wall time also has: keep only slots later than the last one.
     if not expression:
         raise ValueError("a cron schedule needs a cron expression")
+    from croniter import croniter  # late: see check_cron
+
     walls = croniter(expression, moment.astimezone(zone).replace(tzinfo=None))
     while True:
         slot = localize(walls.get_next(dt.datetime), zone)
