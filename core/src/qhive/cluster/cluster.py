@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import pickle
@@ -169,6 +170,9 @@ class Cluster:
             driver.close()
         self._log_workers = bool(logging.getLogger("qhive").handlers)
         self._zygote.start()
+        # Pages the sentinel shares with the zygote and the workers stay shared only while
+        # nobody writes them: a full collection writes the header of every object it scans.
+        gc.freeze()
         self.pipeline.pm.hook.qhive_cluster_starting(cluster=self)
         if not self.pipeline.broker.capabilities.shared:
             self._served = ServedDrivers({"broker": self.pipeline.broker,
