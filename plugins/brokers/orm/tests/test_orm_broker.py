@@ -624,3 +624,48 @@ def test_stats_are_shared_between_instances(make):
     assert other.get_stat(key) == b"\x00\xff"
     other.set_stat(key, b"newer", dt.timedelta(seconds=60).total_seconds())
     assert one.get_stat(key) == b"newer"
+
+
+# --------------------------------------------------------------------------- batches while busy
+
+
+def _lingering(broker):
+    """Record the pauses of ``broker`` before a claim, instead of sleeping them."""
+    pauses = []
+    broker._linger = lambda: pauses.append(broker.linger)
+    return pauses
+
+
+@WAKING
+def test_one_task_at_a_time_is_claimed_at_once(make):
+    broker = make(poll=5)
+    producer = make(broker.queue)
+    pauses = _lingering(broker)
+    assert broker.dequeue(timeout=0.2) == []  # in place: LISTEN on PostgreSQL
+    for n in range(3):  # round trips: enqueue, take, acknowledge, enqueue...
+        producer.enqueue(f"task {n}".encode())
+        [got] = broker.dequeue(count=10, timeout=5)
+        assert got.payload == f"task {n}".encode()
+        broker.acknowledge(got.ack_id)
+    assert pauses == [], "a consumer kept up with the enqueues: nothing to wait for"
+
+
+@WAKING
+def test_while_tasks_keep_coming_a_batch_gathers_before_the_claim(make):
+    broker = make(poll=5)
+    producer = make(broker.queue)
+    pauses = _lingering(broker)
+    assert broker.dequeue(timeout=0.2) == []
+    for round_ in range(2):  # tasks arrive faster than the consumer takes them
+        sent = [f"{round_}-{n}".encode() for n in range(3)]
+        for payload in sent:
+            producer.enqueue(payload)
+        got = broker.dequeue(count=10, timeout=5)
+        assert [m.payload for m in got] == sent
+        broker.acknowledge_many(m.ack_id for m in got)
+    assert pauses and set(pauses) == {broker.linger}, "a claim waited for a batch to gather"
+    streamed = len(pauses)
+    assert broker.dequeue(count=10, timeout=0.2) == []  # the stream ends
+    producer.enqueue(b"alone")
+    assert [m.payload for m in broker.dequeue(count=10, timeout=5)] == [b"alone"]
+    assert len(pauses) <= streamed + 1, "once the stream ended, a task is claimed at once"

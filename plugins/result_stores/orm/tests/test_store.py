@@ -416,3 +416,26 @@ def test_concurrent_writers_and_pruning(make_store, results, database):
     assert store.count_group(group, failures=True) == failures, "failures are always kept"
     store.save(results.make(group=group))  # a last batch prunes whatever a race left over
     assert store.count_group(group) - failures == 30
+
+
+def test_new_results_are_saved_in_one_statement(store, results, database):
+    """PostgreSQL and SQLite: no read and no transaction around a batch of new results
+    (the announcement, on PostgreSQL, rides in the same statement)."""
+    vendor = connections[database].vendor
+    batch = [results.make(success=i % 3 != 0) for i in range(40)]
+    count = count_queries(database, lambda: store.save_many(batch))
+    assert count == 1 if vendor in ("postgresql", "sqlite") else count > 1
+    assert [store.get(r.id) for r in batch] == batch
+
+
+def test_a_batch_of_new_results_and_retries_applies_the_rules(store, results):
+    failure = results.make(success=False, result="error 1")
+    success = results.make(result="first")
+    store.save_many([failure, success])
+    retried = results.again(failure, success=True, result="ok")
+    repeated = results.again(success, result="second")
+    new = results.make(result="new")
+    saved = store.save_many([retried, new, repeated])
+    assert [(s.id, s.result, s.attempt_count) for s in saved] == [
+        (failure.id, "ok", 2), (new.id, "new", 1), (success.id, "first", 1)]
+    assert store.get(failure.id).result == "ok" and store.get(success.id).result == "first"

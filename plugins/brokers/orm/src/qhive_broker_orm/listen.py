@@ -107,10 +107,9 @@ class Listener:
         """This process got the listener through ``fork``: the connection is the parent's."""
         return self.pid != os.getpid()
 
-    def drain(self) -> None:
-        """Forget notifications already received (no round-trip)."""
-        for _ in self.conn.notifies(timeout=0):
-            pass
+    def drain(self) -> int:
+        """Forget notifications already received (no round-trip); how many there were."""
+        return sum(1 for _ in self.conn.notifies(timeout=0))
 
     def wait(self, seconds: float) -> bool:
         """Sleep until a notification arrives or ``seconds`` pass; True if one came."""
