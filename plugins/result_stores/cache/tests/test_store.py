@@ -230,6 +230,38 @@ def test_deleted_members_are_skipped_and_a_resave_is_not_listed_twice(cache_back
     assert store.delete_group("g") == 2
 
 
+@pytest.mark.parametrize("success", [True, False])
+def test_a_result_readable_by_id_is_readable_by_name_and_in_its_group(cache_backend, make_config,
+                                                                      monkeypatch, success):
+    # A waiter woken by the result looks it up by name next: the indexes come first.
+    store = CacheResultStore(config=make_config(), cache=cache_backend.alias)
+    result = make_result(group=f"g-{uuid.uuid4().hex[:6]}", success=success)
+    seen = []
+    cache = raw_cache(cache_backend)
+    key = store._success_key(result.id) if success else store._failure_key(result.id)
+    original_get = cache.get
+    for method in ("add", "set"):
+        original = getattr(cache, method)
+
+        def writing(k, *args, _original=original, **kwargs):
+            if k == key:  # the indexes as they are when the result's own key is written
+                seen.append((original_get(store._name_key(result.name)),
+                             original_get(store._member_key(result.group, result.id)),
+                             store.get_by_name(result.name)))
+            return _original(k, *args, **kwargs)
+
+        monkeypatch.setattr(cache, method, writing)
+    monkeypatch.setattr(store, "_cache", lambda: cache)
+    store.save(result)
+    # The name and the group point at the result already, which reads as absent until
+    # its key is written.
+    [(name_index, member_slot, by_name)] = seen
+    assert name_index.endswith(f":{result.id}") and member_slot == 1 and by_name is None
+    monkeypatch.undo()
+    assert store.get_by_name(result.name) == result
+    assert store.get_group(result.group, failures=True) == [result]
+
+
 # -- several processes
 
 

@@ -342,6 +342,11 @@ class CacheResultStore(ResultStore):
         if stored is not None:  # a failure is replaced; one more attempt
             result = dataclasses.replace(result, attempt_count=stored.attempt_count + 1)
         result, package = pack(self.codec, result)
+        # Indexed first: a reader that sees the result by id finds it by name and in its
+        # group too (readers skip indexed ids that have no result yet).
+        if result.group is not None:
+            self._index_member(cache, result.group, result.id)
+        self._index_name(cache, result)
         if result.success:
             success_key = self._success_key(result.id)
             if not cache.add(success_key, package, self.timeout):
@@ -352,9 +357,6 @@ class CacheResultStore(ResultStore):
             cache.delete(self._failure_key(result.id))
         else:
             cache.set(self._failure_key(result.id), package, self.timeout)
-        if result.group is not None:
-            self._index_member(cache, result.group, result.id)
-        self._index_name(cache, result)
         return result
 
     def _index_member(self, cache: BaseCache, group: str, task_id: str) -> None:
