@@ -10,6 +10,7 @@ reads packaging metadata and imports nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.metadata
@@ -240,10 +241,12 @@ def build_driver(
         _check_broker_class(name, factory)
     else:
         label = f"{label} {name!r}"
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = None
+    params = None
+    # Without options there is nothing to check: a class inheriting a builtin's __init__
+    # costs milliseconds of text-signature parsing, on a client's first enqueue too.
+    if options or by_class:
+        with contextlib.suppress(TypeError, ValueError):
+            params = inspect.signature(factory).parameters
     if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(options) - set(params))
         if unknown:
