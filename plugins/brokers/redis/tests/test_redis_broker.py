@@ -24,7 +24,6 @@ import qhive_testkit.broker
 import redis
 from qhive.config import Config
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
-from qhive_broker_redis import broker as broker_module
 from qhive_broker_redis.broker import STATS_INDEX, STATS_VALUE, QueueKeys, RedisBroker
 from qhive_testkit.services import (
     REDIS_OTHER_DB,
@@ -358,153 +357,45 @@ def test_ids_follow_enqueue_order_and_differ_after_delete_queue(make):
     assert again not in ids, "an id taken before delete_queue() names a new message"
     client = broker.client()
     broker.delete_queue()
-    assert not any(client.exists(key)
-                   for key in (*broker.keys.messages, broker.keys.seq, broker.keys.wakeups))
+    assert not any(client.exists(key) for key in (*broker.keys.messages, broker.keys.seq))
 
 
 def test_keys_share_the_queue_hash_tag():
     keys = QueueKeys.of("my:queue")
     assert keys.waiting == "qhive:{my:queue}:waiting"
-    assert {k.split("}")[0] for k in (*keys.messages, keys.seq, keys.wakeups)} == {
-        "qhive:{my:queue"}
+    assert {k.split("}")[0] for k in (*keys.messages, keys.seq)} == {"qhive:{my:queue"}
 
 
-def _wait_blocked(raw, count):
-    """Wait until ``count`` clients of this test's own server are blocked (in BLPOP)."""
-    deadline = time.monotonic() + WITHIN
-    while int(raw.info("clients")["blocked_clients"]) < count:
-        assert time.monotonic() < deadline, f"{count} consumers never blocked"
-        time.sleep(0.01)
+def test_a_new_message_wakes_every_blocked_blmove():
+    """The wake-up relies on this: ``BLMOVE l l LEFT LEFT`` returns to every client
+    blocked on ``l`` when one element arrives, and leaves the list as it was."""
+    require("redis")
+    key = unique("qhive-test-blmove")
+    client = redis.Redis(**redis_options())
+    woken = []
 
+    def wait():
+        own = redis.Redis(**redis_options(), socket_timeout=WITHIN + 10)
+        try:
+            woken.append(own.blmove(key, key, WITHIN, "LEFT", "LEFT"))
+        finally:
+            own.close()
 
-def _script_calls(raw):
-    return int(raw.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
-
-
-def test_a_message_wakes_one_blocked_consumer(redis_server, make, monkeypatch):
-    """One enqueue wakes one consumer: the others are not woken to find nothing (each
-    wake is a claim script, counted by the server); the next messages wake the others."""
-    monkeypatch.setattr(broker_module, "MAX_BLOCK", WITHIN)  # no timeout cycle meanwhile
-    options = {"port": redis_server.port, "socket_timeout": 3 * WITHIN}
-    queue = unique()
-    producer = make(queue, redis=options)
-    producer.enqueue(b"warm-up")  # loads the scripts
-    producer.acknowledge(producer.dequeue()[0].ack_id)
-    raw = redis.Redis(port=redis_server.port)
-    got = {}
-
-    def consume(index):
-        got[index] = make(queue, redis=options).dequeue(timeout=WITHIN)
-
-    threads = [threading.Thread(target=consume, args=(i,), daemon=True) for i in range(3)]
+    threads = [threading.Thread(target=wait, daemon=True) for _ in range(4)]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + WITHIN
+    while int(client.info("clients")["blocked_clients"]) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
-        _wait_blocked(raw, 3)
-        before = _script_calls(raw)
-        producer.enqueue(b"one")
-        deadline = time.monotonic() + WITHIN
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert _script_calls(raw) - before == 2, "more than one consumer claimed"
-        assert int(raw.info("clients")["blocked_clients"]) == 2
-        producer.enqueue_many([b"two", b"three"])  # one token; the claim passes it on
+        client.rpush(key, b"one")
         for thread in threads:
             thread.join(WITHIN + 10)
-        assert sorted(m.payload for ms in got.values() for m in ms) == [b"one", b"three", b"two"]
-        assert all(len(ms) == 1 for ms in got.values())
-        assert raw.llen(producer.keys.wakeups) == 0  # nothing left to wake anybody for
+        assert woken == [b"one"] * 4
+        assert client.lrange(key, 0, -1) == [b"one"]
     finally:
-        raw.close()
-
-
-def test_at_most_one_wake_up_token_waits(make):
-    broker = make()
-    for n in range(5):
-        broker.enqueue(f"{n}".encode())
-    broker.enqueue_many([b"5", b"6"])
-    assert broker.client().llen(broker.keys.wakeups) == 1
-
-
-def test_a_message_that_left_no_token_is_still_taken(redis_server, make):
-    """A lost token (or a producer of an older version, which leaves none) costs a
-    blocked consumer at most one wait: it claims when its wait ends."""
-    broker = make(redis=redis_server.url)
-    raw = redis.Redis(port=redis_server.port)
-    outcome = {}
-    thread = threading.Thread(target=lambda: outcome.update(got=broker.dequeue(timeout=WITHIN)),
-                              daemon=True)
-    thread.start()
-    try:
-        _wait_blocked(raw, 1)
-        message_id = "0000000000000001-00000000"  # enqueued as before wake-up tokens
-        raw.hset(broker.keys.payloads, message_id, b"x")
-        raw.rpush(broker.keys.waiting, message_id)
-        thread.join(WITHIN + 10)
-    finally:
-        raw.close()
-    assert [m.payload for m in outcome["got"]] == [b"x"]
-
-
-BLOCKED_CONSUMER = textwrap.dedent("""
-    import sys
-    from qhive.config import Config
-    from qhive_broker_redis.broker import RedisBroker
-
-    broker = RedisBroker(sys.argv[1], config=Config.from_dict({"retry": 1}), redis=sys.argv[2])
-    print("blocking", flush=True)
-    while True:
-        for message in broker.dequeue(timeout=30):
-            print(message.payload.decode(), flush=True)
-            broker.acknowledge(message.ack_id)
-""")
-
-
-def test_no_message_is_stalled_lost_or_taken_twice_when_a_blocked_consumer_is_killed(
-        redis_server, make):
-    """Consumers blocked for wake-ups, one of them (a process) killed with SIGKILL while it
-    waits: every message enqueued after is taken once by the others, none is lost."""
-    url = redis_server.url
-    queue = unique()
-    raw = redis.Redis(port=redis_server.port)
-    victim = subprocess.Popen([sys.executable, "-c", BLOCKED_CONSUMER, queue, url],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    taken, stop = [], threading.Event()
-
-    def consume():
-        broker = make(queue, redis=url, retry=1)
-        while not stop.is_set():
-            for message in broker.dequeue(count=2, timeout=0.5):
-                taken.append(message.payload)
-                broker.acknowledge(message.ack_id)
-
-    threads = [threading.Thread(target=consume, daemon=True) for _ in range(2)]
-    try:
-        assert victim.stdout.readline().strip() == "blocking"
-        for thread in threads:
-            thread.start()
-        _wait_blocked(raw, 3)
-        victim.send_signal(signal.SIGKILL)  # the process this test started
-        victim.communicate(timeout=WITHIN)
-        producer = make(queue, redis=url)
-        enqueued = [f"{n}".encode() for n in range(60)]
-        for payload in enqueued[:30]:
-            producer.enqueue(payload)
-        producer.enqueue_many(enqueued[30:])
-        deadline = time.monotonic() + WITHIN
-        while len(taken) < len(enqueued) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(WITHIN)
-        if victim.poll() is None:
-            victim.kill()
-            victim.communicate()
-        raw.close()
-    lost = set(enqueued) - set(taken)
-    twice = len(taken) - len(set(taken))
-    assert (len(enqueued), len(set(taken)), len(lost), twice) == (60, 60, 0, 0)
+        client.delete(key)
+        client.close()
 
 
 def test_blocked_consumers_all_get_work(make):

@@ -11,19 +11,16 @@ seconds. Each queue is four keys sharing the hash tag ``{<queue>}``:
 * ``qhive:{q}:deliveries`` — HASH id → how often it was handed out;
 * ``qhive:{q}:inflight`` — ZSET id → receipt deadline (ms, server clock);
 
-plus ``qhive:{q}:seq``, the counter the ids are made from, and ``qhive:{q}:wakeups``,
-a LIST of at most one wake-up token. The steps touching
+plus ``qhive:{q}:seq``, the counter the ids are made from. The steps touching
 several keys are Lua scripts (:mod:`qhive_broker_redis.scripts`): a claim moves
 expired receipts back to the head of the list, pops up to ``count`` ids and
 records their receipts, in one atomic round trip.
 
-An idle ``dequeue(timeout=…)`` does not poll: it blocks in ``BLPOP wakeups``
-with its claim pipelined behind it. An enqueue leaves a token there unless one is
-waiting already, which wakes one blocked consumer (not all of them: the others would
-only find nothing to claim); a claim that leaves messages waiting leaves a token for
-the next one. Each wait lasts at most a second, so expired receipts are recovered
-while nothing is enqueued, and a lost token (or a message of a producer that leaves
-none) delays a message by a second at most.
+An idle ``dequeue(timeout=…)`` does not poll: it blocks in ``BLMOVE waiting
+waiting LEFT LEFT`` — moving the head of the list onto itself, a no-op that
+returns to every blocked client as soon as the list is not empty — and then
+claims. Each wait lasts at most a second, so expired receipts are recovered
+while nothing is enqueued.
 
 Statistics are plain keys with an expiry, found through an index (a ZSET of
 stat keys scored by expiry) instead of Django Q2's blocking ``KEYS``.
@@ -84,7 +81,6 @@ class QueueKeys:
     deliveries: str
     inflight: str
     seq: str
-    wakeups: str
 
     @classmethod
     def of(cls, queue: str) -> QueueKeys:
@@ -93,7 +89,7 @@ class QueueKeys:
 
     @property
     def messages(self) -> tuple[str, ...]:
-        """The keys holding messages (not the id counter, not the wake-up token)."""
+        """The keys holding messages (all but the id counter)."""
         return self.waiting, self.payloads, self.deliveries, self.inflight
 
 
@@ -292,7 +288,7 @@ class RedisBroker(ProcessLocal, Broker):
         return [i.decode() for ids in replies for i in ids]
 
     def _enqueue_keys(self) -> list[str]:
-        return [self.keys.seq, self.keys.waiting, self.keys.payloads, self.keys.wakeups]
+        return [self.keys.seq, self.keys.waiting, self.keys.payloads]
 
     # -- dequeue
 
@@ -304,12 +300,13 @@ class RedisBroker(ProcessLocal, Broker):
             claim = self._claim_args(count)
             reply = found.direct.evalsha(found.claim, *claim)
             while not reply and (remaining := deadline - time.monotonic()) > 0:
-                # BLPOP returns when a token is there for this consumer (or after the
-                # wait); the claim sent behind it runs then, without a round trip in
-                # between, so a token taken is always followed by a claim.
+                # BLMOVE returns as soon as the list is not empty (or after the wait);
+                # the claim sent behind it runs then, without a round trip in between.
                 wait = max(MIN_BLOCK, round(min(remaining, self._block_limit()), 3))
-                _, reply = found.direct.pipeline(("BLPOP", self.keys.wakeups, wait),
-                                                 evalsha_command(found.claim, *claim))
+                k = self.keys
+                _, reply = found.direct.pipeline(
+                    ("BLMOVE", k.waiting, k.waiting, "LEFT", "LEFT", wait),
+                    evalsha_command(found.claim, *claim))
                 if isinstance(reply, redis.exceptions.NoScriptError):
                     reply = found.direct.evalsha(found.claim, *claim)  # loads it
                 elif isinstance(reply, Exception):
@@ -321,7 +318,7 @@ class RedisBroker(ProcessLocal, Broker):
         """KEYS and ARGV of the claim script."""
         k = self.keys
         retry_ms = max(0, round(self.config.retry * 1000))
-        return [k.waiting, k.inflight, k.payloads, k.deliveries, k.wakeups], [count, retry_ms]
+        return [k.waiting, k.inflight, k.payloads, k.deliveries], [count, retry_ms]
 
     # -- finishing messages
 
@@ -370,8 +367,7 @@ class RedisBroker(ProcessLocal, Broker):
         queue (its delivery still counts)."""
         k = self.keys
         with self._errors("release"):
-            self._script().release(keys=[k.waiting, k.inflight, k.payloads, k.wakeups],
-                                   args=[ack_id])
+            self._script().release(keys=[k.waiting, k.inflight, k.payloads], args=[ack_id])
 
     # -- sizes and queues
 
@@ -386,11 +382,11 @@ class RedisBroker(ProcessLocal, Broker):
     def purge_queue(self) -> None:
         """Remove every message, waiting or in flight (ids keep counting up)."""
         with self._errors("purge_queue"):
-            self.client().unlink(*self.keys.messages, self.keys.wakeups)
+            self.client().unlink(*self.keys.messages)
 
     def delete_queue(self) -> None:
         with self._errors("delete_queue"):
-            self.client().unlink(*self.keys.messages, self.keys.wakeups, self.keys.seq)
+            self.client().unlink(*self.keys.messages, self.keys.seq)
 
     # -- the server
 

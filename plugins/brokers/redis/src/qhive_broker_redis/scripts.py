@@ -59,21 +59,9 @@ local function put_back(waiting, ids)
 end
 """
 
-_WAKE_ONE = """
--- Wake one consumer blocked on the wake-up list (BLPOP): a token, unless one is there
--- already. At most one token waits, so none pile up while every consumer is busy; the
--- consumer it wakes claims, and its claim leaves a token for the next one if messages
--- are still waiting.
-local function wake_one(wakeups)
-  if redis.call('EXISTS', wakeups) == 0 then
-    redis.call('RPUSH', wakeups, 1)
-  end
-end
-"""
-
-#: KEYS: seq, waiting, payloads, wakeups. ARGV: id suffix, payload, payload, ...
+#: KEYS: seq, waiting, payloads. ARGV: id suffix, payload, payload, ...
 #: Returns the new ids in order.
-ENQUEUE = _WAKE_ONE + """
+ENQUEUE = """
 local n = #ARGV - 1
 local last = redis.call('INCRBY', KEYS[1], n)
 local ids, fields = {}, {}
@@ -85,14 +73,12 @@ for i = 1, n do
 end
 redis.call('HSET', KEYS[3], unpack(fields))
 redis.call('RPUSH', KEYS[2], unpack(ids))
-wake_one(KEYS[4])
 return ids
 """
 
-#: KEYS: waiting, inflight, payloads, deliveries, wakeups. ARGV: count, retry in ms.
-#: Returns id, payload, deliveries, id, payload, deliveries, ... Leaves a wake-up token
-#: when messages are still waiting after it, for the next consumer blocked on them.
-CLAIM = _COMMON + _WAKE_ONE + f"""
+#: KEYS: waiting, inflight, payloads, deliveries. ARGV: count, retry in ms.
+#: Returns id, payload, deliveries, id, payload, deliveries, ...
+CLAIM = _COMMON + f"""
 local now = server_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, {RECOVER_LIMIT})
 if #expired > 0 then
@@ -102,9 +88,6 @@ end
 local ids = redis.call('LPOP', KEYS[1], ARGV[1])
 if not ids then
   return {{}}
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  wake_one(KEYS[5])
 end
 local deadline = now + tonumber(ARGV[2])
 local out = {{}}
@@ -123,8 +106,8 @@ end
 return out
 """
 
-#: KEYS: waiting, inflight, payloads, wakeups. ARGV: id. Returns 1 if it was in flight.
-RELEASE = _COMMON + _WAKE_ONE + """
+#: KEYS: waiting, inflight, payloads. ARGV: id. Returns 1 if it was in flight.
+RELEASE = _COMMON + """
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
   return 0
 end
@@ -132,7 +115,6 @@ if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then
   return 0
 end
 put_back(KEYS[1], {ARGV[1]})
-wake_one(KEYS[4])
 return 1
 """
 

@@ -78,7 +78,7 @@ class DirectCommands:
         """Send ``commands`` in one write and return their raw replies in order; a
         command the server refused has its ``redis.ResponseError`` in its place. The
         server runs them one after the other without waiting for this client: a
-        command behind a blocking one (``BLPOP``) runs as soon as that returns."""
+        command behind a blocking one (``BLMOVE``) runs as soon as that returns."""
         try:
             return self._pipelined(commands)
         except redis.ConnectionError:  # dropped: reopen, send again once (not a timeout)
