@@ -34,7 +34,9 @@ def test_a_long_task_is_seen_running_with_its_progress(cluster_settings, qcluste
     q = cluster_settings(workers=2)
     cluster = qcluster(q)
     before = time.time()
-    task_id = async_task(f"{T}.in_steps", 10, 2, task_name="ten-seconds")
+    # 20 s in two steps: the second half leaves 10 s for the page and two commands that
+    # each start Django (10 s in all lost that race once, on Python 3.13 under a full suite).
+    task_id = async_task(f"{T}.in_steps", 20, 2, task_name="ten-seconds")
     assert status(task_id).status == "queued"
 
     halfway = state_when(task_id, lambda s: s.progress == 0.5, within=20, what="progress 0.5")
