@@ -36,32 +36,32 @@ def test_a_long_task_is_seen_running_with_its_progress(cluster_settings, qcluste
     before = time.time()
     # 20 s in two steps: the second half leaves 10 s for the page and two commands that
     # each start Django (10 s in all lost that race once, on Python 3.13 under a full suite).
-    task_id = async_task(f"{T}.in_steps", 20, 2, task_name="ten-seconds")
+    task_id = async_task(f"{T}.in_steps", 20, 2, task_name="twenty-seconds")
     assert status(task_id).status == "queued"
 
     halfway = state_when(task_id, lambda s: s.progress == 0.5, within=20, what="progress 0.5")
     stat = cluster.stat()
     assert halfway.status == "running" and halfway.running
-    assert (halfway.name, halfway.func) == ("ten-seconds", f"{T}.in_steps")
+    assert (halfway.name, halfway.func) == ("twenty-seconds", f"{T}.in_steps")
     assert (halfway.cluster, halfway.cluster_id, halfway.host) == (
         q["name"], stat.cluster_id, stat.host)
     assert halfway.worker in stat.workers
     assert before <= halfway.started.timestamp() <= time.time() - 4  # began ≥ 5 s ago
     assert halfway.progress_text == "50% step 2 of 2"
     # By name too, as fetch() finds tasks.
-    assert status("ten-seconds").id == task_id
+    assert status("twenty-seconds").id == task_id
 
     page = admin_client.get("/admin/qhive_django/runningtask/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert "ten-seconds" in html and f"{T}.in_steps" in html and str(halfway.worker) in html
+    assert "twenty-seconds" in html and f"{T}.in_steps" in html and str(halfway.worker) in html
     assert "50% step 2 of 2" in html and "1 task running now" in html
 
     for command in (["qinfo"], ["qmonitor", "--run-once"]):
         shown = subprocess.run(django_project.manage(*command), env=django_project.env(q),
                                capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0, shown.stderr
-        line = next(line for line in shown.stdout.splitlines() if "ten-seconds" in line)
+        line = next(line for line in shown.stdout.splitlines() if "twenty-seconds" in line)
         assert f"{T}.in_steps" in line and str(halfway.worker) in line, command
         assert "50% step 2 of 2" in line, command
 

@@ -5,6 +5,7 @@ here); its workers are real processes. Cluster tests against real brokers and
 databases, started as `manage.py qcluster`, live with the Django app.
 """
 
+import gc
 import logging
 import os
 import signal
@@ -81,6 +82,17 @@ def test_drains_every_task_exactly_once(start_cluster):
     settled(p.broker)
     assert cluster.stat.processed == 1000
 
+
+
+def test_the_sentinel_freezes_its_heap_while_it_runs_and_gives_it_back(start_cluster):
+    # Frozen, a full collection leaves the pages shared with the workers alone; a process
+    # that embeds the cluster (this one) gets its objects collected again afterwards.
+    assert gc.get_freeze_count() == 0
+    cluster = start_cluster()
+    assert gc.get_freeze_count() > 0
+    cluster.stop()
+    assert cluster.stopped.wait(60)
+    assert gc.get_freeze_count() == 0
 
 def test_killed_worker_task_is_redelivered_after_retry(start_cluster):
     cluster = start_cluster(retry=1)

@@ -104,6 +104,7 @@ class Cluster:
         self._memory = Arena(SLOT_BYTES * config.workers)
         self._served: ServedDrivers | None = None
         self._forced = False
+        self._froze = False  # whether run() must give the collector its objects back
         #: What workers that ended had counted (their slots start again from zero).
         self._ended = collections.Counter[str]()
         self._running_cache: dict[int, tuple[int, dict[str, Any]]] = {}
@@ -129,6 +130,8 @@ class Cluster:
                 self.status = STOPPED
                 self._save_stat()
             self.pipeline.close()
+            if self._froze:  # a process that embeds the cluster gets its heap back as it was
+                gc.unfreeze()
             self.stopped.set()
         return self.exit_code
 
@@ -172,6 +175,7 @@ class Cluster:
         self._zygote.start()
         # Pages the sentinel shares with the zygote and the workers stay shared only while
         # nobody writes them: a full collection writes the header of every object it scans.
+        self._froze = not gc.get_freeze_count()
         gc.freeze()
         self.pipeline.pm.hook.qhive_cluster_starting(cluster=self)
         if not self.pipeline.broker.capabilities.shared:

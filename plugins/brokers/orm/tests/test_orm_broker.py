@@ -650,6 +650,23 @@ def test_one_task_at_a_time_is_claimed_at_once(make):
     assert pauses == [], "a consumer kept up with the enqueues: nothing to wait for"
 
 
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+def test_a_notification_of_a_task_already_taken_is_no_stream(make):
+    # A claim can see a committed row before its NOTIFY reaches the listener: that
+    # notification is read at the next dequeue, beside the one of the next task.
+    broker = make(poll=5)
+    producer = make(broker.queue)
+    pauses = _lingering(broker)
+    assert broker.dequeue(timeout=0.2) == []  # LISTEN in place
+    producer.enqueue(b"taken early")
+    [early] = broker._claim(10)  # before its notification was read
+    broker.acknowledge(early.ack_id)
+    producer.enqueue(b"next")
+    time.sleep(0.2)  # both notifications have reached the listener
+    [got] = broker.dequeue(count=10, timeout=5)
+    assert got.payload == b"next"
+    assert pauses == [], "one fresh notification and one stale: claimed at once"
+
 @WAKING
 def test_while_tasks_keep_coming_a_batch_gathers_before_the_claim(make):
     broker = make(poll=5)
@@ -660,6 +677,7 @@ def test_while_tasks_keep_coming_a_batch_gathers_before_the_claim(make):
         sent = [f"{round_}-{n}".encode() for n in range(3)]
         for payload in sent:
             producer.enqueue(payload)
+        time.sleep(0.2)  # PostgreSQL delivers a NOTIFY after the commit returned
         got = broker.dequeue(count=10, timeout=5)
         assert [m.payload for m in got] == sent
         broker.acknowledge_many(m.ack_id for m in got)

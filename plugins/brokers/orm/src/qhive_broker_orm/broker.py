@@ -57,8 +57,8 @@ MAX_QUEUE_NAME = 100
 #: ``BrokerStat.key`` is a ``CharField(max_length=255)``.
 MAX_STAT_KEY = 255
 #: Tasks keep coming when this many arrived while a consumer was busy (PostgreSQL:
-#: notifications; SQLite: the messages of its last claim). Sequential round trips
-#: (enqueue, wait for the result, enqueue) never reach it: each claims at once.
+#: notifications, plus one that may be stale; SQLite: the messages of its last claim).
+#: Sequential round trips (enqueue, wait for the result, enqueue) never reach it.
 STREAM = 2
 
 #: What the class promises whatever the database; an instance adds ``blocking``
@@ -269,7 +269,9 @@ class OrmBroker(ProcessLocal, Broker):
         while True:
             try:
                 arrived = listener.drain()  # what arrives from now on is news
-                if arrived >= STREAM and timeout > self.linger:
+                # One more than STREAM: a claim can see a committed row before its NOTIFY
+                # reaches this connection, so one of these may be for a task already taken.
+                if arrived > STREAM and timeout > self.linger:
                     # Tasks keep coming (several enqueues while this consumer was busy):
                     # let a batch gather. A claim per notification costs the consumers
                     # a claim, a save and an acknowledgement per task (measured: 0.9 ms
