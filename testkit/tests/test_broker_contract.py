@@ -21,17 +21,19 @@ from qhive.contracts import Broker, Capabilities, Message
 
 SCHEMA = """
 create table if not exists q (id integer primary key autoincrement, queue text,
-                              payload blob, visible real, deliveries integer);
+                              payload blob, visible real, deliveries integer,
+                              priority integer);
 create table if not exists stats (key text primary key, value blob, expires real);
 """
 
 
 class SqliteBroker(Broker):
     """Correct: receipts (a claimed row is invisible until ``retry`` passes), bulk, stats,
-    touch."""
+    touch, delay, priority."""
 
     capabilities = Capabilities(receipts=True, bulk=True, fifo=True, stats=True, shared=True,
-                                touch=True)
+                                touch=True, delay=True, priority=True)
+    order = "priority desc, id"
 
     def __init__(self, queue="default", *, config=None, path):
         super().__init__(queue, config=config)
@@ -49,13 +51,21 @@ class SqliteBroker(Broker):
         finally:
             db.close()
 
-    def enqueue(self, payload):
+    def enqueue(self, payload, *, delay=0.0, priority=0):
+        visible = time.time() + delay if delay else 0
         with self._db() as db:
             cursor = db.execute(
-                "insert into q (queue, payload, visible, deliveries) values (?, ?, 0, 0)",
-                (self.queue, payload),
+                "insert into q (queue, payload, visible, deliveries, priority) "
+                "values (?, ?, ?, 0, ?)",
+                (self.queue, payload, visible, priority),
             )
             return str(cursor.lastrowid)
+
+    def release(self, ack_id, *, delay=0.0):
+        now = time.time()
+        with self._db() as db:
+            db.execute("update q set visible = ? where id = ? and visible > ?",
+                       (now + delay if delay else 0, int(ack_id), now))
 
     def dequeue(self, count=1, timeout=0.0):
         return self._poll(lambda: self._claim(count), timeout)
@@ -66,7 +76,7 @@ class SqliteBroker(Broker):
             db.execute("begin immediate")
             rows = db.execute(
                 "select id, payload, deliveries from q where queue = ? and visible <= ? "
-                "order by id limit ?",
+                f"order by {self.order} limit ?",
                 (self.queue, now, count),
             ).fetchall()
             for row in rows:
@@ -161,6 +171,22 @@ class IgnoresTouch(SqliteBroker):
         pass
 
 
+class IgnoresDelay(SqliteBroker):
+    """Broken: declares delay, but a delayed message can be taken at once."""
+
+    def enqueue(self, payload, *, delay=0.0, priority=0):
+        return super().enqueue(payload, priority=priority)
+
+    def release(self, ack_id, *, delay=0.0):
+        super().release(ack_id)
+
+
+class IgnoresPriority(SqliteBroker):
+    """Broken: declares priority, but hands messages out in enqueue order."""
+
+    order = "id"
+
+
 class NotShared(SqliteBroker):
     """Broken: declares shared, but every process has a database of its own."""
 
@@ -205,6 +231,14 @@ class TestIgnoresTouch(Base):
     driver = sqlite_broker.IgnoresTouch
 
 
+class TestIgnoresDelay(Base):
+    driver = sqlite_broker.IgnoresDelay
+
+
+class TestIgnoresPriority(Base):
+    driver = sqlite_broker.IgnoresPriority
+
+
 class TestNotShared(Base):
     driver = sqlite_broker.NotShared
     margin = 2.0
@@ -219,6 +253,8 @@ SELECTION = " or ".join(
         "(TestHandsOutTwice and not_handed_out_again)",
         "(TestNotShared and (child_process or concurrent))",
         "(TestIgnoresTouch and touched)",
+        "(TestIgnoresDelay and delay)",
+        "(TestIgnoresPriority and priorit)",
     ]
 )
 
@@ -227,7 +263,6 @@ def test_broker_contract(run_contract):
     outcomes = run_contract(TESTS, "-k", SELECTION, sqlite_broker=SQLITE_BROKER)
     assert outcomes.not_passed("TestGood") == {
         "test_blocking_dequeue_returns_when_a_message_arrives": "skipped",
-        "test_released_message_is_available_at_once": "skipped",  # it keeps the default
     }
     assert outcomes.of("TestDropsLastByte") == {
         "test_round_trip_is_byte_exact[empty]": "passed",  # nothing to drop
@@ -238,6 +273,18 @@ def test_broker_contract(run_contract):
     assert outcomes.failed("TestLosesUnacked") == {"test_unacknowledged_message_is_redelivered"}
     assert outcomes.failed("TestHandsOutTwice") == {"test_taken_message_is_not_handed_out_again"}
     assert outcomes.failed("TestIgnoresTouch") == {"test_touched_message_is_not_redelivered"}
+    assert outcomes.failed("TestIgnoresDelay") == {
+        "test_a_delayed_message_is_taken_once_due_not_before",
+        "test_a_waiting_consumer_takes_a_delayed_message_when_due",
+        "test_a_message_released_with_a_delay_comes_back_after_it",
+    }
+    assert outcomes.failed("TestIgnoresPriority") == {
+        "test_higher_priorities_come_out_first_in_order_among_equals",
+        "test_bulk_dequeue_takes_the_highest_priorities",
+        "test_a_released_message_keeps_its_priority",
+        "test_a_redelivered_message_keeps_its_priority",
+        "test_a_delayed_message_keeps_its_priority",
+    }
     assert outcomes.failed("TestNotShared") == {
         "test_pickled_copy_works_in_a_child_process",
         "test_concurrent_consumers_never_share_a_message",

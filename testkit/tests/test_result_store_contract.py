@@ -2,6 +2,7 @@
 
 SOURCE = '''
 import copy
+import dataclasses
 import threading
 import time
 
@@ -115,6 +116,16 @@ class CountsOnlySuccesses(DictStore):
         return sum(1 for r in self.data.values() if r.group == group and r.success != failures)
 
 
+class KeepsFirstNextAttempt(DictStore):
+    """Broken: a replaced failure keeps the next_attempt it was first saved with."""
+
+    def save(self, result):
+        old = self.data.get(result.id)
+        if old is not None and not old.success:
+            result = dataclasses.replace(result, next_attempt=old.next_attempt)
+        return super().save(result)
+
+
 class NeverWaits(DictStore):
     """Broken: wait() looks once and gives up, whatever the deadline."""
 
@@ -185,6 +196,12 @@ class TestCountsOnlySuccesses(ResultStoreContract):
     @pytest.fixture
     def make_result_store(self):
         return lambda config: CountsOnlySuccesses(config=config)
+
+
+class TestKeepsFirstNextAttempt(ResultStoreContract):
+    @pytest.fixture
+    def make_result_store(self):
+        return lambda config: KeepsFirstNextAttempt(config=config)
 '''
 
 
@@ -215,3 +232,5 @@ def test_result_store_contract(run_contract):
     }
     assert outcomes.failed("TestPrunesPinned") == {"test_pinned_results_are_kept_and_not_counted"}
     assert outcomes.failed("TestCountsOnlySuccesses") == {"test_count_group"}
+    assert outcomes.failed("TestKeepsFirstNextAttempt") == {
+        "test_next_attempt_is_kept_with_its_failure_and_ends_with_it"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
@@ -47,6 +48,15 @@ class Capabilities:
     :param touch: :meth:`Broker.touch` moves the receipt deadline of messages in
         flight to ``config.retry`` seconds from now (a cluster keeps a task it
         holds while its result store is down from being delivered again).
+    :param delay: ``enqueue(payload, delay=s)`` and ``release(ack_id, delay=s)``
+        keep the message from being taken for ``s`` seconds (``eta=``/``countdown=``,
+        retries with a backoff). It is kept like any message — a restart of every
+        cluster loses nothing — and a consumer waiting in ``dequeue(timeout=…)``
+        takes it within a second of it falling due.
+    :param priority: ``enqueue(payload, priority=p)``, ``p`` an int from
+        :data:`PRIORITY_MIN` to :data:`PRIORITY_MAX` (default 0): of the messages
+        that can be taken, those of a higher ``p`` come out first, in order among
+        themselves. Strict: low ones wait as long as higher ones keep coming.
     """
 
     receipts: bool = False
@@ -56,6 +66,30 @@ class Capabilities:
     stats: bool = False
     shared: bool = True
     touch: bool = False
+    delay: bool = False
+    priority: bool = False
+
+
+#: The range of ``priority=`` (``Capabilities.priority``): higher runs first.
+PRIORITY_MIN, PRIORITY_MAX = -10, 10
+
+
+def checked_delivery(plugin: str, delay: Any = 0.0, priority: Any = 0) -> tuple[float, int]:
+    """``delay`` and ``priority`` of ``enqueue`` / ``release``, checked for a broker that
+    declares them: a TypeError or ValueError naming ``plugin`` (e.g. ``"Redis broker"``)."""
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise TypeError(f"{plugin}: delay must be a number of seconds, "
+                        f"got {type(delay).__name__} {delay!r}")
+    if not 0 <= delay < math.inf:  # NaN too
+        raise ValueError(f"{plugin}: delay must be a finite number of seconds >= 0, "
+                         f"got {delay!r}")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"{plugin}: priority must be an int from {PRIORITY_MIN} to "
+                        f"{PRIORITY_MAX}, got {type(priority).__name__} {priority!r}")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(f"{plugin}: priority must be from {PRIORITY_MIN} to {PRIORITY_MAX} "
+                         f"(higher first), got {priority!r}")
+    return float(delay), int(priority)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,7 +176,12 @@ class Broker(StatsKeeper, ABC):
     # -- required
     @abstractmethod
     def enqueue(self, payload: bytes) -> str:
-        """Append ``payload`` to the queue and return the broker's id for it."""
+        """Append ``payload`` to the queue and return the broker's id for it.
+
+        A broker that declares ``capabilities.delay`` also takes ``delay=`` (seconds,
+        a float >= 0), one that declares ``capabilities.priority`` takes
+        ``priority=``; the core passes them only to such a broker, and only when set.
+        """
 
     @abstractmethod
     def dequeue(self, count: int = 1, timeout: float = 0.0) -> list[Message]:
@@ -159,7 +198,7 @@ class Broker(StatsKeeper, ABC):
 
     @abstractmethod
     def queue_size(self) -> int:
-        """Messages waiting to be taken (not those in flight)."""
+        """Messages waiting to be taken (not those in flight, nor delayed ones not due)."""
 
     @abstractmethod
     def purge_queue(self) -> None:
@@ -185,7 +224,10 @@ class Broker(StatsKeeper, ABC):
     def release(self, ack_id: str) -> None:
         """Give back a message the cluster took but will not run (it is stopping),
         so another cluster can take it at once. The default does nothing: with
-        receipts the message comes back after ``config.retry`` seconds anyway."""
+        receipts the message comes back after ``config.retry`` seconds anyway.
+
+        With ``capabilities.delay`` it also takes ``delay=`` (seconds): the message
+        comes back then, its deliveries still counted (a retry with a backoff)."""
 
     def touch(self, ack_ids: Iterable[str]) -> None:
         """Keep messages in flight from being delivered again for another
@@ -275,6 +317,8 @@ class TaskResult:
     #: Kept whatever ``save_limit`` says, until deleted: the parts of an
     #: ``async_iter`` waiting to be collated. Stores that prune must skip these.
     pinned: bool = False
+    #: A failure that will be tried again: about when (aware). None otherwise.
+    next_attempt: dt.datetime | None = None
 
     def time_taken(self) -> float:
         """Seconds between enqueue and the end of the run, as Django Q reports it."""

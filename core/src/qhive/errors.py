@@ -72,6 +72,11 @@ class BrokerError(QhiveError):
     """A broker could not do what was asked (connection lost, queue gone, ...)."""
 
 
+class UnsupportedOption(BrokerError, ValueError):
+    """A task option needs a broker capability (``Capabilities.delay``,
+    ``Capabilities.priority``) that the cluster's broker does not declare."""
+
+
 class BrokerConnectionError(BrokerError, ConnectionError):
     """The broker's server cannot be reached."""
 

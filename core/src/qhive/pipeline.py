@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import logging
 import pickle
+import time
 import traceback
 from collections.abc import Callable
 from functools import cached_property
@@ -40,6 +41,8 @@ from qhive.task import (
     new_task,
     resolve_func,
 )
+from qhive.task_control import Retry, plan_retry
+from qhive.task_control import prepare as prepare_control
 
 #: The result store that ``cached=True`` / ``cached=<seconds>`` results go to.
 CACHE_STORE = "cache"
@@ -226,6 +229,7 @@ class Pipeline:
         options = {k: v for k, v in options.items()
                    if (v is not None or k == "timeout") and not (k == "cached" and v is False)}
         check_options(options)
+        prepare_control(options, None if sync else broker or pipeline.broker)
         if options.get("cached"):  # no cache store installed: say so here, not in a worker
             pipeline.cache_store(options["cached"])
         if callable(options.get("hook")):
@@ -310,9 +314,13 @@ class Pipeline:
         acknowledged (``ack_failures`` / ``ack_failure``), or when its attempts
         (counted by the store across redeliveries, or by the broker) reach
         ``max_attempts``; otherwise the broker delivers it again after ``retry``.
+        A task with a retry policy of its own (``max_attempts``, ``retry_on``,
+        ``backoff``: :mod:`qhive.task_control`) follows it instead; with a
+        ``backoff``, its message is released to come back after the wait.
         A message whose follow-up could not be sent is not acknowledged: it comes
         back, runs again and sends the follow-up then.
         """
+        plans = [self._plan_retry(d) for d in done]
         by_store: dict[int, tuple[ResultStore, list[TaskResult]]] = {}
         for d in done:
             store = self.store_for(d.task)
@@ -321,8 +329,8 @@ class Pipeline:
         saved = {r.id: r for store, results in by_store.values()
                  for r in store.save_many(results)}
         settled = [saved.get(d.result.id, d.result) for d in done]
-        acked = [d.ack_id is not None and self._should_ack(d, stored)
-                 for d, stored in zip(done, settled, strict=True)]
+        acked = [d.ack_id is not None and (not plan.again if plan else self._should_ack(d, stored))
+                 for d, stored, plan in zip(done, settled, plans, strict=True)]
         # Final: this outcome stays (a failure that is not acknowledged comes back).
         redelivers = self.broker.capabilities.receipts
         final = [(d, stored) for d, stored, ack in zip(done, settled, acked, strict=True)
@@ -341,7 +349,33 @@ class Pipeline:
                 if ack and id(d) not in failed_follow_ups]
         if acks:
             self.broker.acknowledge_many(acks)
+        for d, plan in zip(done, plans, strict=True):
+            if plan and plan.again and plan.delay is not None:
+                self._release_for_retry(d, plan.delay)
         return settled
+
+    def _plan_retry(self, done: Done) -> Retry | None:
+        """The task's own retry policy for a failure that can come back (None: the
+        cluster's rules); a failure to be tried again says when, in its result."""
+        if done.result.success or done.ack_id is None or not self.broker.capabilities.receipts:
+            return None
+        attempt = max(done.deliveries or 0, done.task.get("attempt") or 0, 1)
+        plan = plan_retry(done.task, done.error, attempt, self.config)
+        if plan is not None and plan.again:
+            if plan.delay is None:  # back when its receipt runs out, taken about when it started
+                at = done.task.get("run_started", time.time()) + self.config.retry
+            else:
+                at = time.time() + plan.delay
+            done.result.next_attempt = dt.datetime.fromtimestamp(at, dt.UTC)
+        return plan
+
+    def _release_for_retry(self, done: Done, delay: float) -> None:
+        try:
+            self.broker.release(done.ack_id, delay=delay)
+        except Exception as exc:  # still in flight: it comes back after 'retry' instead
+            logger.warning("could not schedule the next attempt of task %s in %.1f s (%s); "
+                           "it comes back after 'retry' (%s s)", done.task.get("id"), delay,
+                           exc, self.config.retry)
 
     def _keep(self, task: dict[str, Any], result: TaskResult, store: ResultStore) -> bool:
         # A store whose results expire on their own (the cache of ``cached``) keeps

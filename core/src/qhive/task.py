@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -77,6 +78,8 @@ def resolve_func(ref: Callable[..., Any] | str) -> Callable[..., Any]:
 OPTION_KEYS = (
     "hook", "group", "save", "sync", "cached", "ack_failure", "iter_count", "iter_cached",
     "chain", "broker", "cluster", "timeout", "task_name",
+    # not in Django Q2: task control (qhive.task_control)
+    "eta", "countdown", "priority", "max_attempts", "retry_on", "backoff",
 )
 
 #: Namespace of the ids qhive derives from other ids (chain links, iter parts).
@@ -149,7 +152,7 @@ def check_options(options: Mapping[str, Any]) -> None:
     :raises TypeError: a ``hook`` that is neither a callable nor a dotted path.
     """
     timeout = options.get("timeout")
-    if timeout is not None and not (_is_number(timeout) and timeout > 0):
+    if timeout is not None and not (is_number(timeout) and timeout > 0):
         raise ValueError(f"async_task(timeout=...) must be a number of seconds > 0 or None, "
                          f"got {timeout!r}")
     hook = options.get("hook")
@@ -186,8 +189,9 @@ def new_task(
     return task
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def is_number(value: Any) -> bool:
+    """An int or a finite float, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 #: What each key of a task package must hold, checked before a worker sees it.
@@ -201,11 +205,18 @@ _PACKAGE_SHAPE: dict[str, tuple[Callable[[Any], bool], str]] = {
     "started": (lambda v: isinstance(v, dt.datetime), "a datetime"),
     "name": (lambda v: isinstance(v, str), "a string"),
     "group": (lambda v: v is None or isinstance(v, str), "a string"),
-    "timeout": (lambda v: v is None or (_is_number(v) and v > 0), "a number > 0 or None"),
+    "timeout": (lambda v: v is None or (is_number(v) and v > 0), "a number > 0 or None"),
     "chain": (lambda v: v is None or (isinstance(v, list | tuple)
                                       and all(isinstance(link, Mapping) for link in v)),
               "a list of chain links"),
     "iter_count": (lambda v: v is None or (isinstance(v, int) and v > 0), "an int > 0"),
+    "eta": (lambda v: v is None or (isinstance(v, dt.datetime) and v.tzinfo is not None),
+            "an aware datetime"),
+    "priority": (lambda v: type(v) is int, "an int"),
+    "max_attempts": (lambda v: type(v) is int and v >= 0, "an int >= 0"),
+    "retry_on": (lambda v: isinstance(v, list | tuple) and all(isinstance(n, str) for n in v),
+                 "a list of class names"),
+    "backoff": (lambda v: isinstance(v, Mapping), "a dict"),
 }
 _REQUIRED = ("id", "func", "args", "kwargs", "started")
 

@@ -87,6 +87,12 @@ def async_task(func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> str
     ``Q_CLUSTER['sync']``) runs the task here and now: see the module docstring.
     ``cached`` (``True`` or seconds; default ``Q_CLUSTER['cached']``) sends the
     result to the cache instead of the result store.
+
+    Not in Django Q2 (:mod:`qhive.task_control`; a broker that cannot keep one
+    raises :class:`~qhive.errors.UnsupportedOption` here): ``eta`` (an aware
+    datetime) or ``countdown`` (seconds): not before then; ``priority`` (-10..10,
+    higher first); ``max_attempts``, ``retry_on`` (exception classes) and
+    ``backoff`` (seconds, ``"exponential"`` or a dict): this task's retry policy.
     """
     options, kwargs = split_options(kwargs)
     for key, owner in _INTERNAL.items():
@@ -380,6 +386,13 @@ class AsyncTask:
     save = _Option()
     hook = _Option()
     group = _Option()
+    # not in Django Q2 (qhive.task_control)
+    eta = _Option()
+    countdown = _Option()
+    priority = _Option()
+    max_attempts = _Option()
+    retry_on = _Option()
+    backoff = _Option()
 
     def __init__(self, func: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> None:
         self.id = ""

@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable
 
 import pytest
-from qhive.contracts import Broker, Capabilities, Message
+from qhive.contracts import PRIORITY_MAX, PRIORITY_MIN, Broker, Capabilities, Message
 
 from qhive_testkit._util import (
     ALL_BYTES,
@@ -49,6 +49,11 @@ SHORT_RETRY = 1
 QUIET = 2.0
 #: Messages the two concurrent consumers share out.
 CONCURRENT_MESSAGES = 200
+#: The delay of the delay tests (seconds).
+DELAY = 2.0
+#: How much earlier than its delay a message may be taken: the broker's clock and
+#: this process's are not the same clock.
+CLOCK_SLACK = 0.05
 #: Upper bound for anything a child process does (spawning included).
 CHILD_TIMEOUT = 120.0
 
@@ -411,6 +416,120 @@ class BrokerContract:
         assert again.payload == b"given back"
         broker.acknowledge(again.ack_id)
         assert broker.queue_size() == 0
+
+    # -- delays (``capabilities.delay``)
+
+    def test_a_delayed_message_is_taken_once_due_not_before(self, broker):
+        skip_unless(broker.capabilities.delay, broker, "delay")
+        enqueued = time.monotonic()
+        broker.enqueue(b"later", delay=DELAY)
+        broker.enqueue(b"now")
+        first = self._take_one(broker, what="a message enqueued without a delay")
+        assert first.payload == b"now", f"{first.payload!r} came before the undelayed message"
+        broker.acknowledge(first.ack_id)
+        early = watch(broker, DELAY - 0.5 - (time.monotonic() - enqueued))
+        assert not early, f"{[m.payload for m in early]} came before its delay ({DELAY} s) passed"
+        due = self._take_one(broker, within=DELAY + self.margin, what="a delayed message")
+        waited = time.monotonic() - enqueued
+        assert due.payload == b"later"
+        assert waited >= DELAY - CLOCK_SLACK, f"taken {waited:.2f} s after a delay of {DELAY} s"
+        broker.acknowledge(due.ack_id)
+
+    def test_a_waiting_consumer_takes_a_delayed_message_when_due(self, broker):
+        skip_unless(broker.capabilities.delay, broker, "delay")
+        enqueued = time.monotonic()
+        broker.enqueue(b"due soon", delay=DELAY)
+        # One wait, long enough for the delay and the second the contract allows after it.
+        got = broker.dequeue(timeout=DELAY + 1.0 + self.margin)
+        assert [m.payload for m in got] == [b"due soon"], (
+            f"dequeue(timeout={DELAY + 1.0 + self.margin}) did not return a message due "
+            f"after {DELAY} s: waiting consumers must take delayed messages when due")
+        assert time.monotonic() - enqueued >= DELAY - CLOCK_SLACK
+        broker.acknowledge(got[0].ack_id)
+
+    def test_a_delayed_message_is_kept_for_other_instances(self, broker_factory):
+        broker = broker_factory()
+        skip_unless(broker.capabilities.delay, broker, "delay")
+        skip_unless(broker.capabilities.shared, broker, "shared")
+        broker.enqueue(b"survives", delay=1.0)
+        broker.close()
+        restarted = broker_factory(broker.queue)
+        got = self._take_one(restarted, within=1.0 + self.margin,
+                             what="a delayed message enqueued by a closed instance")
+        assert got.payload == b"survives"
+        restarted.acknowledge(got.ack_id)
+
+    def test_a_message_released_with_a_delay_comes_back_after_it(self, broker):
+        skip_unless(broker.capabilities.delay, broker, "delay")
+        broker.enqueue(b"retry me")
+        taken = self._take_one(broker)
+        released = time.monotonic()
+        broker.release(taken.ack_id, delay=DELAY)
+        early = watch(broker, DELAY - 0.5)
+        assert not early, f"{[m.payload for m in early]} came back before its delay"
+        again = self._take_one(broker, within=DELAY + self.margin,
+                               what="a message released with a delay")
+        assert again.payload == b"retry me"
+        assert time.monotonic() - released >= DELAY - CLOCK_SLACK
+        if taken.deliveries is not None:
+            assert again.deliveries == taken.deliveries + 1, "its deliveries must keep counting"
+        broker.acknowledge(again.ack_id)
+        assert watch(broker, 1.0) == [], "an acknowledged message came back"
+
+    def test_zero_delay_is_no_delay(self, broker):
+        skip_unless(broker.capabilities.delay, broker, "delay")
+        broker.enqueue(b"at once", delay=0)
+        assert self._take_one(broker).payload == b"at once"
+
+    # -- priorities (``capabilities.priority``)
+
+    def test_higher_priorities_come_out_first_in_order_among_equals(self, broker):
+        skip_unless(broker.capabilities.priority, broker, "priority")
+        sent = [(b"a", 0), (b"b", 0), (b"c", 5), (b"low", PRIORITY_MIN), (b"d", 5),
+                (b"top", PRIORITY_MAX), (b"e", -3), (b"f", 0)]
+        for payload, priority in sent:
+            broker.enqueue(payload, priority=priority)
+        expected = [p for p, _ in sorted(sent, key=lambda s: -s[1])]  # a stable sort
+        got = [m.payload for m in self._take(broker, len(sent))]
+        assert got == expected
+
+    def test_bulk_dequeue_takes_the_highest_priorities(self, broker):
+        skip_unless(broker.capabilities.priority, broker, "priority")
+        skip_unless(broker.capabilities.bulk, broker, "bulk")
+        broker.enqueue_many([b"1", b"2", b"3"])
+        broker.enqueue(b"urgent", priority=3)
+        got = [m.payload for m in broker.dequeue(count=2, timeout=self.margin)]
+        assert got[:1] == [b"urgent"], f"a batch of 2 began with {got[:1]}, not the urgent one"
+
+    def test_a_released_message_keeps_its_priority(self, broker):
+        skip_unless(broker.capabilities.priority, broker, "priority")
+        skip_unless(broker.capabilities.receipts, broker, "receipts")
+        broker.enqueue(b"plain")
+        broker.enqueue(b"urgent", priority=2)
+        taken = self._take_one(broker)
+        assert taken.payload == b"urgent"
+        broker.release(taken.ack_id)
+        assert self._take_one(broker).payload == b"urgent", "released, it lost its priority"
+
+    def test_a_redelivered_message_keeps_its_priority(self, broker_factory):
+        broker = broker_factory(retry=SHORT_RETRY)
+        skip_unless(broker.capabilities.priority, broker, "priority")
+        skip_unless(broker.capabilities.receipts, broker, "receipts")
+        broker.enqueue(b"plain")
+        broker.enqueue(b"urgent", priority=4)
+        # both taken, neither acknowledged: both come back after retry
+        assert [m.payload for m in self._take(broker, 2)] == [b"urgent", b"plain"]
+        again = self._take_one(broker, within=SHORT_RETRY + self.margin)
+        assert again.payload == b"urgent", f"{again.payload!r} came before a redelivered " \
+                                           f"message of a higher priority"
+
+    def test_a_delayed_message_keeps_its_priority(self, broker):
+        skip_unless(broker.capabilities.priority, broker, "priority")
+        skip_unless(broker.capabilities.delay, broker, "delay")
+        broker.enqueue_many([b"1", b"2"])
+        broker.enqueue(b"urgent later", delay=1.0, priority=5)
+        time.sleep(1.2)
+        assert self._take_one(broker).payload == b"urgent later"
 
     # -- sizes
 

@@ -265,6 +265,22 @@ class ResultStoreContract:
         assert (got.success, got.result, got.attempt_count) == (True, {"finally": "ok"}, 2)
         assert got.stopped == success.stopped
 
+    def test_next_attempt_is_kept_with_its_failure_and_ends_with_it(self, store, results):
+        due = dt.datetime(2030, 1, 2, 5, 4, 5, 678901, tzinfo=PLUS_TWO)
+        failure = results.make(success=False, result="error 1", next_attempt=due)
+        assert store.save(failure).next_attempt == due
+        got = store.get(failure.id).next_attempt
+        assert got == due and got.tzinfo is not None, "next_attempt comes back aware"
+        later = due + dt.timedelta(seconds=30)
+        store.save(results.again(failure, success=False, result="error 2", next_attempt=later))
+        got = store.get(failure.id)
+        assert (got.attempt_count, got.next_attempt) == (2, later)
+        store.save(results.again(failure, success=False, result="final"))
+        assert store.get(failure.id).next_attempt is None, "a final failure has no next attempt"
+        store.save(results.again(failure, success=True, result="ok"))
+        got = store.get(failure.id)
+        assert got.success and got.next_attempt is None
+
     # -- groups
 
     def test_get_group_newest_first(self, store, results):

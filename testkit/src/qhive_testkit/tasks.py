@@ -4,6 +4,7 @@
 raise, exit, die), so cluster and pipeline tests in every package share them.
 """
 
+import builtins
 import json
 import os
 import sys
@@ -89,4 +90,23 @@ def record(path, *values, **named):
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+    return list(values)
+
+
+def flaky(path, failures, error="ConnectionError"):
+    """Record this attempt (as :func:`record` does, value ``"attempt"``); raise the
+    builtin exception named ``error`` on the first ``failures`` attempts; then return
+    the attempt's number."""
+    record(path, "attempt")
+    with open(path) as lines:
+        attempt = sum(1 for _ in lines)
+    if attempt <= failures:
+        raise getattr(builtins, error)(f"attempt {attempt} failed")
+    return attempt
+
+
+def record_slowly(path, seconds, *values):
+    """:func:`record` ``values`` as it starts, then take ``seconds``."""
+    record(path, *values)
+    time.sleep(seconds)
     return list(values)

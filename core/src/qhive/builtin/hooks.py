@@ -13,11 +13,13 @@ from qhive.contracts import Broker
 from qhive.drivers import PLUGIN_GROUP, build_driver, entry_points, load_driver
 from qhive.errors import QhiveError
 from qhive.hookspecs import hookimpl
+from qhive.task_control import delivery
 
 
 @hookimpl(trylast=True)
 def qhive_enqueue(task: dict[str, Any], broker: Broker, codec: TaskCodec) -> str:
-    return broker.enqueue(codec.encode(task))
+    # a delay or a priority only for a task that has one: any broker takes the plain call
+    return broker.enqueue(codec.encode(task), **delivery(task))
 
 
 @hookimpl

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,6 +24,7 @@ from typing import Any
 from qhive.config.frozen import FrozenMap, freeze
 from qhive.config.redaction import MASK, looks_secret, redact
 from qhive.errors import ConfigError, did_you_mean
+from qhive.task import is_number
 
 # --------------------------------------------------------------------------- the machinery
 
@@ -121,11 +121,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
 def _or_none(expected: str, none: bool) -> str:
     return f"{expected} or None" if none else expected
 
@@ -143,7 +138,7 @@ def number(*, above: float = 0, below: float | None = None, none: bool = False) 
     def convert(value: Any, path: KeyPath) -> Any:
         if value is None and none:
             return None
-        if _is_number(value) and value > above and (below is None or value < below):
+        if is_number(value) and value > above and (below is None or value < below):
             return value
         raise Invalid
 

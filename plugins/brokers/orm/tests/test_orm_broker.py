@@ -102,7 +102,7 @@ def test_models_name_the_tables_the_broker_uses(django_project):
     assert BrokerStat._meta.db_table == STAT_TABLE
     assert str(QueuedTask._meta.verbose_name) == "Queued task"
     index = {tuple(i.fields) for i in QueuedTask._meta.indexes}
-    assert ("queue", "visible_at", "id") in index
+    assert ("queue", "-priority", "visible_at", "id") in index
 
 
 def test_migrations_are_up_to_date(django_project):
@@ -687,3 +687,267 @@ def test_while_tasks_keep_coming_a_batch_gathers_before_the_claim(make):
     producer.enqueue(b"alone")
     assert [m.payload for m in broker.dequeue(count=10, timeout=5)] == [b"alone"]
     assert len(pauses) <= streamed + 1, "once the stream ended, a task is claimed at once"
+
+
+# --------------------------------------------------------------------------- delays
+
+
+#: The delay of these tests (seconds).
+DELAY = 1.5
+
+
+def _how_it_waits(broker, database):
+    """What woke ``broker`` in its last wait: its way of waiting on ``database``."""
+    if database == "postgres":
+        assert broker._listener is not None, "it polled instead of listening"
+    elif database == "default":
+        assert broker.capabilities.blocking, "no doorbell for this SQLite file"
+    else:
+        assert not broker.capabilities.blocking  # MariaDB: polled
+
+
+def _waiting(database, make):
+    """A consumer that only learning when a row falls due can wake in time: on
+    PostgreSQL and SQLite its recheck is far off (MariaDB polls every ``poll``)."""
+    if database == "mysql":
+        return make()
+    broker = make(poll=30)
+    broker.recheck_interval = 30
+    return broker
+
+
+@pytest.mark.parametrize("when", ["before the wait", "during the wait"])
+def test_a_waiting_consumer_takes_a_delayed_message_when_due(make, database, when):
+    """PostgreSQL listening, SQLite ringing, MariaDB polling: one dequeue returns a
+    delayed message once due — not before, nor at its timeout. Enqueued during the
+    wait, its NOTIFY (doorbell) finds nothing to take: the consumer learns then when
+    it falls due."""
+    broker = _waiting(database, make)
+    producer = make(broker.queue)
+    enqueued = time.monotonic()
+    if when == "before the wait":
+        producer.enqueue(b"due", delay=DELAY)
+    else:
+        assert broker.dequeue(timeout=0.2) == []  # LISTEN / the doorbell in place
+        enqueued = time.monotonic() + 0.3
+        later(0.3, lambda: producer.enqueue(b"due", delay=DELAY))
+    got = broker.dequeue(timeout=60)
+    taken = time.monotonic() - enqueued
+    assert [m.payload for m in got] == [b"due"]
+    assert taken >= DELAY - 0.05, f"taken {taken:.2f} s after a delay of {DELAY} s"
+    assert taken < DELAY + 2, f"taken {taken:.2f} s after a delay of {DELAY} s: not when due"
+    _how_it_waits(broker, database)
+
+
+def test_a_waiting_consumer_takes_a_redelivery_when_the_receipt_runs_out(make, database):
+    broker = _waiting(database, make)
+    broker.config = Config.from_dict({"retry": 1, "poll": broker.config.poll})
+    broker.enqueue(b"never acknowledged")
+    [taken] = broker.dequeue()
+    took = time.monotonic()
+    got = broker.dequeue(timeout=60)
+    assert [m.payload for m in got] == [b"never acknowledged"]
+    assert got[0].deliveries == taken.deliveries + 1
+    assert time.monotonic() - took < 1 + 2
+
+
+def test_next_due_is_the_earliest_row_not_due_of_any_priority(make, database):
+    from django.db import connections
+
+    broker = make()
+    conn = connections[database]
+
+    def next_due():
+        return broker.dialect.next_due(conn, broker.queue)
+
+    assert next_due() is None
+    broker.enqueue(b"in a minute", delay=60, priority=5)
+    broker.enqueue(b"in 20 s", delay=20, priority=-5)
+    broker.enqueue(b"in 40 s", delay=40)
+    assert 15 < next_due() <= 20
+    broker.enqueue(b"now", priority=-10)
+    assert next_due() <= 0
+    [taken] = broker.dequeue(count=5)
+    assert taken.payload == b"now" and 15 < next_due() <= 20  # its receipt: in 30 s
+
+
+def test_delayed_rows_wait_in_the_table(make, database):
+    """A delayed message is a row: not waiting (queue_size), not in flight, in the
+    table with its due time; zero delay is an ordinary enqueue."""
+    from django.utils import timezone
+    from qhive_broker_orm.models import QueuedTask
+
+    broker = make()
+    before = timezone.now()
+    broker.enqueue(b"in a minute", delay=60)
+    broker.enqueue(b"now", delay=0)
+    assert broker.queue_size() == 1 and broker.lock_size() == 0
+    rows = {bytes(r.payload): r for r in QueuedTask.objects.using(database).of_queue(broker.queue)}
+    delayed, plain = rows[b"in a minute"], rows[b"now"]
+    assert 55 < (delayed.visible_at - before).total_seconds() < 65, delayed.visible_at
+    assert delayed.created <= plain.created and not delayed.in_flight
+    assert plain.visible_at == plain.created and plain.priority == delayed.priority == 0
+    [message] = broker.dequeue(count=5)
+    assert message.payload == b"now"
+    assert broker.queue_size() == 0 and broker.lock_size() == 1
+
+
+def test_release_with_a_delay(make, database):
+    from django.utils import timezone
+    from qhive_broker_orm.models import QueuedTask
+
+    broker = make()
+    broker.enqueue(b"retry later", priority=3)
+    [taken] = broker.dequeue()
+    broker.release(taken.ack_id, delay=60)
+    row = QueuedTask.objects.using(database).get(pk=int(taken.ack_id))
+    assert 55 < (row.visible_at - timezone.now()).total_seconds() < 65
+    assert row.deliveries == 1 and row.priority == 3
+    assert broker.dequeue(count=5) == [] and broker.queue_size() == 0
+    broker.release(taken.ack_id)  # no delay: back in its place at once
+    [again] = broker.dequeue()
+    assert again.ack_id == taken.ack_id and again.deliveries == 2
+
+
+@pytest.mark.parametrize(("options", "error", "match"), [
+    ({"delay": -1}, ValueError, r"ORM broker: delay must be a finite number of seconds >= 0, "
+                                r"got -1"),
+    ({"delay": float("nan")}, ValueError, "ORM broker: delay"),
+    ({"delay": float("inf")}, ValueError, "ORM broker: delay"),
+    ({"delay": "5"}, TypeError, r"ORM broker: delay must be a number of seconds, got str '5'"),
+    ({"delay": True}, TypeError, "ORM broker: delay"),
+    ({"priority": 11}, ValueError, r"ORM broker: priority must be from -10 to 10 \(higher first\)"),
+    ({"priority": -11}, ValueError, "ORM broker: priority"),
+    ({"priority": 1.0}, TypeError, r"ORM broker: priority must be an int from -10 to 10, "
+                                   r"got float"),
+    ({"priority": True}, TypeError, "ORM broker: priority"),
+])
+def test_delay_and_priority_are_checked(make, options, error, match):
+    broker = make()
+    with pytest.raises(error, match=match):
+        broker.enqueue(b"x", **options)
+    if "delay" in options:
+        with pytest.raises(error, match=match):
+            broker.release("1", delay=options["delay"])
+    assert broker.queue_size() == 0
+
+
+def test_capabilities_declare_delay_and_priority(make):
+    assert OrmBroker.capabilities.delay and OrmBroker.capabilities.priority
+    assert make().capabilities.delay and make().capabilities.priority
+
+
+# --------------------------------------------------------------------------- priorities
+
+
+def test_bulk_claims_take_the_highest_priorities_in_order(make, database):
+    broker = make()
+    broker.enqueue_many([b"p0-a", b"p0-b"])
+    sent = [(b"p5-a", 5), (b"m3-a", -3), (b"p10", 10), (b"p5-b", 5), (b"p0-c", 0),
+            (b"m10", -10), (b"m3-b", -3), (b"p5-c", 5)]
+    for payload, priority in sent:
+        broker.enqueue(payload, priority=priority)
+    broker.enqueue_many([b"p0-d"])
+    expected = [b"p10", b"p5-a", b"p5-b", b"p5-c", b"p0-a", b"p0-b", b"p0-c", b"p0-d",
+                b"m3-a", b"m3-b", b"m10"]
+    batches = [[m.payload for m in broker.dequeue(count=3)] for _ in range(4)]
+    assert batches == [expected[0:3], expected[3:6], expected[6:9], expected[9:]]
+    assert broker.dequeue(count=3) == []
+
+
+def test_a_higher_priority_goes_before_older_messages_but_not_before_due(make):
+    broker = make()
+    broker.enqueue(b"old")
+    broker.enqueue(b"urgent, later", delay=60, priority=10)
+    broker.enqueue(b"urgent", priority=1)
+    assert [m.payload for m in broker.dequeue(count=5)] == [b"urgent", b"old"]
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+def test_the_migration_made_the_priority_column_and_the_claim_index(make, database):
+    """The suite's project migrated every database; this one looks at what it made."""
+    from django.db import connections
+    from django.utils import timezone
+
+    conn = connections[database]
+    with conn.cursor() as cursor:
+        columns = {c.name: c for c in conn.introspection.get_table_description(cursor, QUEUE_TABLE)}
+        constraints = conn.introspection.get_constraints(cursor, QUEUE_TABLE)
+    assert "priority" in columns and not columns["priority"].null_ok
+    claim = constraints["qhive_queued_task_claim_prio"]
+    assert claim["index"] and claim["columns"] == ["queue", "priority", "visible_at", "id"]
+    assert claim["orders"] == ["ASC", "DESC", "ASC", "ASC"]
+    assert "qhive_queued_task_claim" not in constraints, "the old claim index is still there"
+    # The column's database default: an INSERT that leaves it out (a broker of the
+    # previous release, during a rolling upgrade) queues at priority 0.
+    broker = make()
+    now = conn.ops.adapt_datetimefield_value(timezone.now())
+    with conn.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {QUEUE_TABLE} (queue, payload, visible_at, deliveries,"
+                       f" created) VALUES (%s, %s, %s, 0, %s)", [broker.queue, b"old", now, now])
+    broker.enqueue(b"new", priority=-1)
+    assert [m.payload for m in broker.dequeue(count=2)] == [b"old", b"new"]
+
+
+def test_the_migration_goes_back_and_forth_with_rows_queued(make, database):
+    """0002 adds the column to the rows already queued (priority 0) and swaps the
+    index; unapplied, the broker's tables are 0001's again."""
+    from django.core.management import call_command
+    from django.db import connections
+    from django.utils import timezone
+
+    broker = make()
+    try:
+        call_command("migrate", "qhive_broker_orm", "0001", database=database, verbosity=0)
+        conn = connections[database]
+        with conn.cursor() as cursor:
+            constraints = conn.introspection.get_constraints(cursor, QUEUE_TABLE)
+            columns = [c.name for c in conn.introspection.get_table_description(cursor,
+                                                                                QUEUE_TABLE)]
+            now = conn.ops.adapt_datetimefield_value(timezone.now())
+            cursor.execute(f"INSERT INTO {QUEUE_TABLE} (queue, payload, visible_at, deliveries,"
+                           f" created) VALUES (%s, %s, %s, 0, %s)",
+                           [broker.queue, b"queued before", now, now])
+        assert "priority" not in columns and "qhive_queued_task_claim" in constraints
+    finally:
+        call_command("migrate", "qhive_broker_orm", database=database, verbosity=0)
+    broker.enqueue(b"urgent", priority=2)
+    assert [m.payload for m in broker.dequeue(count=5)] == [b"urgent", b"queued before"]
+
+
+def _plan_nodes(plan):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+@POSTGRES
+def test_the_claim_reads_the_index_in_order_without_sorting(make, database):
+    """With 10,000 rows due, of several priorities, the claim's plan is an index scan
+    of the claim index that stops after ``count`` rows: no Sort of every row due."""
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    broker = make()
+    broker.enqueue_many([f"{n}".encode() for n in range(9_000)])
+    for n in range(1_000):
+        broker.enqueue(f"p{n}".encode(), priority=n % 7 - 3)
+    broker.enqueue(b"in flight")
+    conn = connections[database]
+    with conn.cursor() as cursor:
+        cursor.execute(f"ANALYZE {QUEUE_TABLE}")
+    with CaptureQueriesContext(conn) as captured:
+        got = broker.dequeue(count=10)
+    assert [m.payload for m in got] == [f"p{n}".encode() for n in range(6, 70, 7)]
+    [claim] = [q["sql"] for q in captured.captured_queries if "SKIP LOCKED" in q["sql"]]
+    with conn.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {claim}")
+        [[plan]] = cursor.fetchone()
+    nodes = list(_plan_nodes(plan["Plan"]))
+    scans = [n for n in nodes if n.get("Relation Name") == QUEUE_TABLE and "Scan" in n["Node Type"]]
+    assert {n.get("Index Name") for n in scans} >= {"qhive_queued_task_claim_prio"}, plan
+    claim_scan = next(n for n in scans if n.get("Index Name") == "qhive_queued_task_claim_prio")
+    assert claim_scan["Node Type"] == "Index Scan", plan
+    assert not [n for n in nodes if n["Node Type"] in ("Sort", "Incremental Sort")], plan

@@ -20,11 +20,13 @@ import time
 import uuid
 
 import pytest
+import qhive_broker_redis.broker
 import qhive_testkit.broker
 import redis
 from qhive.config import Config
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
 from qhive_broker_redis.broker import STATS_INDEX, STATS_VALUE, QueueKeys, RedisBroker
+from qhive_broker_redis.scripts import WAKE_TOKEN
 from qhive_testkit.services import (
     REDIS_OTHER_DB,
     free_port,
@@ -218,7 +220,7 @@ CONSUMER = textwrap.dedent("""
     from qhive_broker_redis.broker import RedisBroker
 
     broker = RedisBroker(sys.argv[1], config=Config.from_dict({"retry": 1}), redis=sys.argv[2])
-    got = broker.dequeue(count=3, timeout=30)
+    got = broker.dequeue(count=int(sys.argv[3]), timeout=30)
     print(",".join(m.payload.decode() for m in got), flush=True)
     time.sleep(600)  # "working" until killed
 """)
@@ -228,7 +230,7 @@ def test_messages_of_a_consumer_killed_with_sigkill_come_back(make):
     broker = make()
     payloads = [f"task {i}".encode() for i in range(5)]
     broker.enqueue_many(payloads)
-    child = subprocess.Popen([sys.executable, "-c", CONSUMER, broker.queue, SHARED],
+    child = subprocess.Popen([sys.executable, "-c", CONSUMER, broker.queue, SHARED, "3"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         taken = child.stdout.readline().strip()
@@ -416,6 +418,295 @@ def test_blocked_consumers_all_get_work(make):
         thread.join(WITHIN + 10)
     got = sorted(m.payload for messages in results.values() for m in messages)
     assert got == [b"1", b"2", b"3"] and all(len(m) == 1 for m in results.values())
+
+
+# --------------------------------------------------------------------------- delays, priorities
+
+TOKEN = WAKE_TOKEN.encode()
+
+
+def waiting_list(broker):
+    return broker.client().lrange(broker.keys.waiting, 0, -1)
+
+
+@pytest.fixture
+def long_waits(monkeypatch):
+    """Blocking waits of up to a minute (instead of a second): a consumer then comes
+    back early only if something ends its wait — what these tests are about."""
+    monkeypatch.setattr(qhive_broker_redis.broker, "MAX_BLOCK", 60.0)
+
+
+def blocked_dequeue(broker, timeout=60.0):
+    """Start ``broker.dequeue(timeout=…)`` in a thread; return the thread and its outcome
+    once the server counts the consumer as blocked."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = broker.dequeue(timeout=timeout)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    raw = redis.Redis(**redis_options())
+    try:
+        before = int(raw.info("clients")["blocked_clients"])
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + WITHIN
+        while (int(raw.info("clients")["blocked_clients"]) <= before
+               and time.monotonic() < deadline and thread.is_alive()):
+            time.sleep(0.01)
+    finally:
+        raw.close()
+    return thread, outcome
+
+
+def joined(thread, outcome, what):
+    thread.join(WITHIN)
+    if thread.is_alive():
+        pytest.fail(f"a consumer blocked in dequeue() was not woken by {what}", pytrace=False)
+    assert "error" not in outcome, outcome
+    return outcome["value"]
+
+
+def test_the_plain_path_touches_no_key_of_priorities_or_delays(make):
+    broker = make()
+    broker.enqueue(b"one")
+    broker.enqueue_many([b"two", b"three"])
+    got = broker.dequeue(count=5)
+    broker.release(got[0].ack_id)
+    broker.acknowledge_many(m.ack_id for m in [*got[1:], *broker.dequeue(count=5)])
+    client = broker.client()
+    assert client.exists(broker.keys.prioritized, broker.keys.delayed) == 0
+    assert broker.queue_size() == 0 and broker.lock_size() == 0
+
+
+def test_a_prioritized_message_wakes_a_consumer_blocked_on_an_empty_queue(make, long_waits):
+    queue = unique()
+    consumer = make(queue, redis={**redis_options(), "socket_timeout": None})
+    thread, outcome = blocked_dequeue(consumer)
+    make(queue).enqueue(b"urgent", priority=7)
+    got = joined(thread, outcome, "a prioritized enqueue")
+    assert [m.payload for m in got] == [b"urgent"]
+    assert consumer.dequeue() == [] and waiting_list(consumer) == []
+
+
+def test_a_short_delay_wakes_a_blocked_consumer_to_wait_for_it(make, long_waits):
+    queue = unique()
+    consumer = make(queue, redis={**redis_options(), "socket_timeout": None})
+    thread, outcome = blocked_dequeue(consumer)
+    make(queue).enqueue(b"soon", delay=0.3, priority=-4)
+    got = joined(thread, outcome, "a message delayed by less than a second")
+    assert [m.payload for m in got] == [b"soon"]
+
+
+def test_a_blocked_consumer_waits_no_longer_than_until_something_falls_due(make, long_waits):
+    """The claim that took nothing says when the next delayed message or receipt is
+    due: the wait ends then, not after MAX_BLOCK."""
+    queue = unique()
+    consumer = make(queue, redis={**redis_options(), "socket_timeout": None}, retry=1)
+    consumer.enqueue(b"later", delay=1.5, priority=2)
+    got = joined(*blocked_dequeue(consumer), "a delayed message falling due")
+    assert [(m.payload, m.deliveries) for m in got] == [(b"later", 1)]
+    # never acknowledged: its receipt (retry=1) ends the next wait
+    again = joined(*blocked_dequeue(consumer), "a receipt running out")
+    assert [(m.payload, m.deliveries) for m in again] == [(b"later", 2)]
+
+
+def test_wake_tokens_never_pile_up_and_are_never_delivered(make):
+    broker = make()
+    for n in range(50):
+        broker.enqueue(f"p{n}".encode(), priority=1 + n % 3)
+        broker.enqueue(f"d{n}".encode(), delay=0.001)  # short: wakes like a priority
+        listed = waiting_list(broker)
+        assert listed.count(TOKEN) <= 1 and TOKEN not in listed[1:], listed
+        if n % 2:
+            got = broker.dequeue(count=1 + n % 4)
+            assert got and all(m.payload[:1] in (b"p", b"d") for m in got), got
+            broker.acknowledge_many(m.ack_id for m in got)
+    rest = take(broker, 200)
+    assert all(m.payload[:1] in (b"p", b"d") for m in rest)
+    broker.acknowledge_many(m.ack_id for m in rest)
+    assert broker.dequeue() == []
+    assert waiting_list(broker) == [], "an empty claim leaves no token behind"
+    assert broker.queue_size() == 0 and broker.lock_size() == 0
+
+
+def test_a_claim_behind_a_wake_token_still_fills_its_batch(make):
+    broker = make()
+    broker.enqueue(b"urgent", priority=3)  # the list was empty: a token went onto it
+    broker.enqueue_many([b"a", b"b"])
+    assert waiting_list(broker)[0] == TOKEN
+    assert broker.queue_size() == 3, "the token is no message"
+    got = broker.dequeue(count=3)
+    assert [m.payload for m in got] == [b"urgent", b"a", b"b"]
+    assert waiting_list(broker) == []
+
+
+def test_queue_size_counts_what_can_be_taken_now(make):
+    broker = make()
+    broker.enqueue(b"high", priority=2)
+    broker.enqueue(b"low", priority=-2)
+    broker.enqueue(b"plain")
+    broker.enqueue(b"later", delay=600)
+    broker.enqueue(b"later, high", delay=600, priority=9)
+    assert broker.queue_size() == 3 and broker.lock_size() == 0
+    [taken] = broker.dequeue()
+    assert taken.payload == b"high" and broker.queue_size() == 2
+    broker.release(taken.ack_id, delay=600)
+    assert broker.queue_size() == 2 and broker.lock_size() == 0
+
+
+def test_delayed_and_prioritized_messages_come_out_by_priority_once_due(make):
+    broker = make()
+    broker.enqueue(b"late low", delay=0.5, priority=-2)
+    broker.enqueue(b"late high", delay=0.5, priority=7)
+    broker.enqueue(b"late plain", delay=0.5)
+    broker.enqueue(b"now")
+    assert [m.payload for m in broker.dequeue(count=10)] == [b"now"]
+    time.sleep(0.7)
+    broker.enqueue(b"plain after", priority=0)
+    got = [m.payload for m in broker.dequeue(count=10)]
+    # due, "late plain" is back in its place: before the plain one enqueued after it
+    assert got == [b"late high", b"late plain", b"plain after", b"late low"]
+
+
+def test_a_message_released_with_a_delay_keeps_its_priority_and_its_place(make):
+    broker = make()
+    broker.enqueue_many([b"plain 1"])
+    broker.enqueue(b"high", priority=4)
+    [high] = broker.dequeue()
+    broker.release(high.ack_id, delay=0.3)
+    broker.enqueue(b"high, younger", priority=4)
+    time.sleep(0.5)
+    got = broker.dequeue(count=10)
+    assert [(m.payload, m.deliveries) for m in got] == [
+        (b"high", 2), (b"high, younger", 1), (b"plain 1", 1)]
+
+
+def test_release_without_a_delay_puts_a_prioritized_message_back_at_once(make):
+    broker = make()
+    broker.enqueue(b"high", priority=1)
+    [high] = broker.dequeue()
+    broker.enqueue(b"plain")
+    broker.release(high.ack_id)
+    assert [m.payload for m in broker.dequeue(count=2)] == [b"high", b"plain"]
+
+
+def test_delete_removes_prioritized_and_delayed_messages(make):
+    broker = make()
+    high = broker.enqueue(b"high", priority=5)
+    later = broker.enqueue(b"later", delay=0.2)
+    broker.enqueue(b"kept")
+    broker.delete(high)
+    broker.delete(later)
+    time.sleep(0.3)
+    assert [m.payload for m in broker.dequeue(count=5)] == [b"kept"]
+    client = broker.client()
+    assert client.exists(broker.keys.prioritized, broker.keys.delayed) == 0
+
+
+def test_acknowledged_ids_left_in_priorities_or_delays_are_dropped(make):
+    """An acknowledgement touches only the keys it touched before priorities; an id
+    still waiting somewhere (receipt ran out, released) is dropped by the claim."""
+    broker = make(retry=1)
+    broker.enqueue(b"high", priority=3)
+    broker.enqueue(b"retried", priority=-1)
+    high, retried = broker.dequeue(count=2)
+    broker.release(retried.ack_id, delay=0.2)
+    broker.acknowledge(retried.ack_id)  # a stale acknowledgement
+    time.sleep(1.2)  # the receipt of "high" runs out
+    broker.acknowledge(high.ack_id)  # late
+    assert broker.dequeue(count=5) == []
+    client = broker.client()
+    assert client.exists(broker.keys.prioritized, broker.keys.delayed,
+                         broker.keys.payloads, broker.keys.deliveries) == 0
+
+
+def test_purge_and_delete_queue_remove_every_key(make):
+    broker = make()
+    broker.enqueue_many([b"a", b"b"])
+    broker.enqueue(b"high", priority=3)
+    broker.enqueue(b"low", priority=-3)
+    broker.enqueue(b"later", delay=600, priority=-3)
+    broker.dequeue()
+    client = broker.client()
+    assert client.exists(*broker.keys.messages) == len(broker.keys.messages)
+    broker.purge_queue()
+    assert client.exists(*broker.keys.messages) == 0 and client.exists(broker.keys.seq)
+    broker.enqueue(b"later", delay=600)
+    broker.delete_queue()
+    assert client.exists(*broker.keys.messages, broker.keys.seq) == 0
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"delay": -1}, ValueError, ">= 0"),
+    ({"delay": float("nan")}, ValueError, "finite"),
+    ({"delay": float("inf")}, ValueError, "finite"),
+    ({"delay": "5"}, TypeError, "number of seconds"),
+    ({"delay": None}, TypeError, "number of seconds"),
+    ({"delay": True}, TypeError, "number of seconds"),
+    ({"priority": 11}, ValueError, "from -10 to 10"),
+    ({"priority": -11}, ValueError, "from -10 to 10"),
+    ({"priority": 1.5}, TypeError, "an int"),
+    ({"priority": "3"}, TypeError, "an int"),
+    ({"priority": True}, TypeError, "an int"),
+])
+def test_bad_delays_and_priorities_are_refused(make, options, error, message):
+    broker = make()
+    with pytest.raises(error, match=message) as caught:
+        broker.enqueue(b"x", **options)
+    assert "Redis broker" in str(caught.value)
+    if "delay" in options:
+        with pytest.raises(error, match=message):
+            broker.release("0000000000000001-00000000", delay=options["delay"])
+    assert broker.client().exists(*broker.keys.messages, broker.keys.seq) == 0
+
+
+def test_kill_9_of_a_consumer_of_prioritized_and_delayed_messages_loses_nothing(make):
+    broker = make()
+    priorities = [0, 5, -5, 2, 0, 10, -10, 1]
+    sent = {}
+    for n in range(40):
+        payload, priority = f"m{n}".encode(), priorities[n % len(priorities)]
+        delay = 0.5 if n % 5 == 0 else 0.0
+        broker.enqueue(payload, priority=priority, delay=delay)
+        sent[payload] = (priority, delay)
+    child = subprocess.Popen([sys.executable, "-c", CONSUMER, broker.queue, SHARED, "4"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        taken = child.stdout.readline().strip()
+    finally:
+        child.send_signal(signal.SIGKILL)  # the process this test started
+        _, errors = child.communicate(timeout=WITHIN)
+    undelayed = [p for p in sent if not sent[p][1]]
+    expected = sorted(undelayed, key=lambda p: -sent[p][0])[:4]  # a stable sort
+    assert taken == ",".join(p.decode() for p in expected), f"the consumer failed: {errors}"
+
+    other = make(broker.queue)  # another cluster on the same queue
+    got = []
+    for message in take(other, len(sent)):
+        got.append(message)
+        other.acknowledge(message.ack_id)
+    payloads = [m.payload for m in got]
+    lost, twice = len(set(sent) - set(payloads)), len(payloads) - len(set(payloads))
+    print(f"{len(sent)} enqueued, {len(set(payloads))} taken, {lost} lost, {twice} twice")
+    assert (lost, twice) == (0, 0)
+    deliveries = {m.payload: m.deliveries for m in got}
+    assert {p for p, d in deliveries.items() if d == 2} == set(expected)
+    assert other.dequeue(timeout=0.5) == [] and waiting_list(other) == []
+    assert other.queue_size() == 0 and other.lock_size() == 0
+
+
+def test_delayed_and_prioritized_messages_survive_a_server_restart(redis_server, make):
+    broker = make(redis=redis_server.url)
+    broker.enqueue(b"later", delay=1.0, priority=-1)
+    broker.enqueue(b"high", priority=6)
+    broker.enqueue(b"plain")
+    redis_server.stop()  # SIGTERM to the server this test started
+    redis_server.start()  # the append-only file is read again
+    got = take(broker, 3)
+    assert [m.payload for m in got] == [b"high", b"plain", b"later"]
 
 
 # --------------------------------------------------------------------------- statistics

@@ -142,6 +142,21 @@ def test_every_page_answers_and_shows_the_tasks(admin_client, cluster, group, da
     assert admin_client.get(url("failure_change", ok.pk)).status_code == 302  # not a failure
 
 
+def test_a_failure_shows_when_it_is_tried_again(admin_client, cluster, group, database):
+    from qhive_store_orm.models import Task
+
+    failed = make_task(database, group, success=False, result=traceback_of("again soon"))
+    Task.objects.using(database).filter(pk=failed.pk).update(
+        next_attempt=dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+    page = admin_client.get(url("failure_changelist"), {"group": group})
+    assert page.status_code == 200
+    text = text_of(page)
+    assert "Next attempt" in text and "2030" in text
+    change = admin_client.get(url("failure_change", failed.pk))
+    assert change.status_code == 200 and "Next attempt" in text_of(change)
+    assert "2030" in text_of(change)
+
+
 def test_the_lists_cost_the_same_queries_for_2_rows_and_20(admin_client, cluster, group,
                                                           database):
     from django.db import connections

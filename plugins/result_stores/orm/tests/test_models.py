@@ -205,3 +205,27 @@ def test_without_time_zone_support(models, store, results):
         assert store.get(result.id) == result, "datetimes come back aware and equal"
         stored = models.Task.objects.get(id=result.id)
         assert stored.stopped.tzinfo is None, "Django's own convention without USE_TZ"
+
+
+def test_next_attempt_without_time_zone_support(models, store, results):
+    from django.test import override_settings
+
+    due = dt.datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+    result = results.make(success=False, next_attempt=due)
+    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Paris"):
+        store.save(result)
+        assert store.get(result.id).next_attempt == due
+        assert models.Task.objects.get(id=result.id).to_result() == result
+        retry = results.again(result, success=False)
+        store.save(retry)
+        assert store.get(result.id).next_attempt is None
+
+
+def test_next_attempt_converts_from_and_to_a_task_result(models, results):
+    due = dt.datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+    result = results.make(success=False, next_attempt=due)
+    task = models.Task.from_result(result)
+    assert task.next_attempt == due and task.to_result() == result
+    task.save()
+    assert models.Failure.objects.get(id=result.id).to_result() == result
+    assert not models.Success.objects.filter(id=result.id).exists()

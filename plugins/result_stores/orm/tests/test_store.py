@@ -5,6 +5,7 @@ Each test runs on SQLite, PostgreSQL and MariaDB."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import pickle
 import threading
@@ -439,3 +440,32 @@ def test_a_batch_of_new_results_and_retries_applies_the_rules(store, results):
     assert [(s.id, s.result, s.attempt_count) for s in saved] == [
         (failure.id, "ok", 2), (new.id, "new", 1), (success.id, "first", 1)]
     assert store.get(failure.id).result == "ok" and store.get(success.id).result == "first"
+
+
+def test_next_attempt_is_written_by_every_path(store, results, database):
+    """The one-statement insert (VALUES for one row, arrays for a large PostgreSQL batch,
+    some next_attempt null, some not), the update of stored failures, and the raw get."""
+    due = dt.datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    batch = [results.make(success=i % 4 == 0, next_attempt=None if i % 2 else
+                          (due + dt.timedelta(seconds=i, microseconds=i)).astimezone(plus_two))
+             for i in range(40)]
+    batch = [dataclasses.replace(r, next_attempt=None) if r.success else r for r in batch]
+    assert store.save_many(batch) == batch
+    assert [store.get(r.id) for r in batch] == batch
+    assert {store.get(r.id).next_attempt.utcoffset() for r in batch if r.next_attempt} == {
+        dt.timedelta(0)}, "aware UTC back"
+
+    failures = [r for r in batch if not r.success]
+    retries = [results.again(r, success=False, next_attempt=None if i % 3 else due)
+               for i, r in enumerate(failures)]
+    saved = store.save_many(retries)
+    assert [(s.next_attempt, s.attempt_count) for s in saved] == [
+        (r.next_attempt, 2) for r in retries]
+    assert [store.get(r.id).next_attempt for r in retries] == [r.next_attempt for r in retries]
+    assert store.get_many(r.id for r in retries) == {s.id: s for s in saved}
+
+    one = results.make(success=False, next_attempt=due)
+    count = count_queries(database, lambda: store.save(one))
+    assert count == 1 if connections[database].vendor in ("postgresql", "sqlite") else count > 1
+    assert store.get(one.id).next_attempt == due

@@ -19,8 +19,9 @@ package, is refused with a form error.
 
 Differences from Django Q2: registered whenever the app is installed (Django Q2:
 only with the ORM broker configured, or ``testing``); listed in the order
-clusters take the messages (``visible_at``, then ``id``); the page reads the
-broker database of the root cluster (``Q_CLUSTER["orm"]``).
+clusters take the messages (``priority`` descending, ``visible_at``, then ``id``),
+with each one's priority; the page reads the broker database of
+the root cluster (``Q_CLUSTER["orm"]``).
 """
 
 from __future__ import annotations
@@ -160,15 +161,16 @@ class QueueAdmin(admin.ModelAdmin):
     """The ORM broker's queue (Django Q2's name for this admin)."""
 
     form = QueuedTaskForm
-    list_display = ("id", "queue", "task_name", "func", "group", "task_id", "lock",
+    list_display = ("id", "queue", "task_name", "func", "group", "task_id", "priority", "lock",
                     "deliveries", "in_flight")
     list_filter = ("queue",)
-    ordering = ("visible_at", "id")  # the order clusters take them
-    fields = ("id", "queue", "visible_at", "deliveries", "in_flight", "created", "task_id",
-              "task_name", "func", "group", "task_args", "task_kwargs", "q_options",
+    ordering = ("-priority", "visible_at", "id")  # the order clusters take them
+    fields = ("id", "queue", "priority", "visible_at", "deliveries", "in_flight", "created",
+              "task_id", "task_name", "func", "group", "task_args", "task_kwargs", "q_options",
               "payload_size")
-    readonly_fields = ("id", "deliveries", "in_flight", "created", "task_id", "task_name",
-                       "func", "group", "task_args", "task_kwargs", "q_options", "payload_size")
+    readonly_fields = ("id", "priority", "deliveries", "in_flight", "created", "task_id",
+                       "task_name", "func", "group", "task_args", "task_kwargs", "q_options",
+                       "payload_size")
 
     def get_queryset(self, request: HttpRequest) -> Any:
         queryset = super().get_queryset(request)

@@ -1,16 +1,19 @@
 """``OrmBroker``: the task queue in a table of a Django database.
 
 One row of ``qhive_queued_task`` per message. ``visible_at`` (Django Q2's
-``lock``) says when a message may be taken: enqueue sets it to now, a claim to
-now + ``retry``, so a message that is never acknowledged comes back after
-``retry`` seconds; acknowledging deletes the row.
+``lock``) says when a message may be taken: enqueue sets it to now (now + ``delay``
+for a delayed one), a claim to now + ``retry``, so a message that is never
+acknowledged comes back after ``retry`` seconds; acknowledging deletes the row.
 
-Claims are atomic and take up to ``count`` rows in one go, in queue order
-(``visible_at``, then ``id``). This module holds what every database shares; how
-each one claims, inserts, keeps time and wakes consumers is its dialect
-(:mod:`qhive_broker_orm.dialects`). Where they can be woken (PostgreSQL, psycopg 3),
-an idle ``dequeue(timeout=…)`` sleeps on a :class:`~qhive_broker_orm.listen.Listener`,
-so a new message wakes it within milliseconds.
+Claims are atomic and take up to ``count`` rows in one go: the highest ``priority``
+first, then in queue order (``visible_at``, then ``id``). This module holds what
+every database shares; how each one claims, inserts, keeps time and wakes consumers
+is its dialect (:mod:`qhive_broker_orm.dialects`). Where they can be woken
+(PostgreSQL, psycopg 3; a SQLite file), an idle ``dequeue(timeout=…)`` sleeps on a
+:class:`~qhive_broker_orm.listen.Listener` (or the doorbell), so a new message wakes
+it within milliseconds; before it sleeps, it asks when the queue's next row falls
+due (:meth:`~qhive_broker_orm.dialects.base.Dialect.next_due`: a delayed message, a
+receipt running out) and sleeps no longer than that — nothing notifies those.
 
 Everything goes through Django's connection for the database alias (``orm``),
 with raw SQL: one round-trip per call where the database allows it, and no
@@ -27,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.utils import Error as DatabaseError
 from django.db.utils import InterfaceError, OperationalError
-from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal, checked_delivery
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError, SetupError
 
 from qhive_broker_orm.dialects import Dialect, dialect_for
@@ -64,8 +68,13 @@ STREAM = 2
 #: What the class promises whatever the database; an instance adds ``blocking``
 #: on PostgreSQL (see :attr:`OrmBroker.capabilities`).
 BASE_CAPABILITIES = Capabilities(
-    receipts=True, bulk=True, blocking=False, fifo=True, stats=True, shared=True, touch=True
+    receipts=True, bulk=True, blocking=False, fifo=True, stats=True, shared=True, touch=True,
+    delay=True, priority=True,
 )
+
+
+#: How the broker names itself in errors.
+PLUGIN = "ORM broker"
 
 
 class MissingTableError(BrokerError, SetupError):
@@ -108,14 +117,21 @@ class OrmBroker(ProcessLocal, Broker):
     ``enqueue`` is a single INSERT on the caller's connection: inside a
     ``transaction.atomic(using=orm)`` block the message exists only if the
     block commits (and on PostgreSQL, waiting clusters are woken at commit).
+    ``delay=`` and ``priority=`` are columns of that row: a delayed message survives
+    every cluster's restart, and keeps its priority when it is released or
+    delivered again.
     """
 
     capabilities = _CapabilitiesAttribute()  # type: ignore[assignment]
 
     #: An idle blocking dequeue on PostgreSQL still looks at the table this
     #: often (or every ``poll`` if longer): messages whose ``retry`` ran out
-    #: come back without a notification.
+    #: come back without a notification. It sleeps less when a row falls
+    #: due sooner (:meth:`_idle_wait`).
     recheck_interval = 1.0
+    #: The shortest sleep until a row falls due: one due already, that the claim
+    #: did not take, is another claim's, or fell due between the two statements.
+    due_floor = 0.05
     #: ``get_stats`` deletes expired statistics at most this often.
     stats_sweep_interval = 60.0
     #: After a failed attempt to open the LISTEN connection, poll this long
@@ -151,7 +167,7 @@ class OrmBroker(ProcessLocal, Broker):
 
     #: Left behind by a pickled copy, which makes its own (ProcessLocal).
     local_state = ("_listener", "_listener_lock", "_listen_failed_at", "_last_sweep",
-                   "_streaming")
+                   "_streaming", "_next_due")
 
     def _init_local_state(self) -> None:
         self._listener: Listener | None = None
@@ -159,6 +175,9 @@ class OrmBroker(ProcessLocal, Broker):
         self._listen_failed_at: float | None = None
         self._last_sweep = 0.0
         self._streaming = False
+        #: When the queue's next row falls due as last asked (monotonic; inf: none
+        #: will), None: to be asked (see :meth:`_idle_wait`).
+        self._next_due: float | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} queue={self.queue!r} orm={self.alias!r}>"
@@ -203,10 +222,13 @@ class OrmBroker(ProcessLocal, Broker):
 
     # -- enqueue
 
-    def enqueue(self, payload: bytes) -> str:
+    def enqueue(self, payload: bytes, *, delay: float = 0.0, priority: int = 0) -> str:
+        """Queue ``payload``: taken in ``delay`` seconds at the earliest (the database's
+        clock), before the messages of a lower ``priority`` (-10 to 10)."""
         payload = _payload(payload)
-        return self._run(lambda conn: self.dialect.insert(conn, self.queue, [payload])[0],
-                         "enqueue")
+        delay, priority = checked_delivery(PLUGIN, delay, priority)
+        return self._run(lambda conn: self.dialect.insert(
+            conn, self.queue, [payload], delay=delay, priority=priority)[0], "enqueue")
 
     def enqueue_many(self, payloads: Iterable[bytes]) -> list[str]:
         batch = [_payload(p) for p in payloads]
@@ -266,6 +288,7 @@ class OrmBroker(ProcessLocal, Broker):
         if listener is None:
             return self._poll(lambda: self._claim(count), timeout)
         recheck = max(self.recheck_interval, self.config.poll)
+        timed_out = False
         while True:
             try:
                 arrived = listener.drain()  # what arrives from now on is news
@@ -285,8 +308,12 @@ class OrmBroker(ProcessLocal, Broker):
             remaining = deadline - time.monotonic()
             if got or remaining <= 0:
                 return got
+            # A delayed message was announced, or a sleep ran out (the recheck, a due
+            # time): ask when the next row falls due. Woken by a plain enqueue another
+            # consumer took, what it knew still holds (no statement per task).
+            ask, listener.flagged = listener.flagged or timed_out, False
             try:
-                listener.wait(min(remaining, recheck))
+                timed_out = not listener.wait(self._idle_wait(min(remaining, recheck), ask=ask))
             except Exception as exc:
                 self._listener_failed(exc)
                 return self._poll(lambda: self._claim(count), deadline - time.monotonic())
@@ -318,7 +345,7 @@ class OrmBroker(ProcessLocal, Broker):
                 now = time.monotonic()
                 if got or now >= deadline:
                     return got
-                sleeper.wait(min(deadline - now, recheck))
+                sleeper.wait(self._idle_wait(min(deadline - now, recheck)))
 
     def _linger(self) -> None:
         time.sleep(self.linger)
@@ -337,6 +364,7 @@ class OrmBroker(ProcessLocal, Broker):
         if (self._listen_failed_at is not None
                 and time.monotonic() - self._listen_failed_at < self.listen_retry_interval):
             return None
+        self._next_due = None  # what it learned may have changed unannounced
         try:
             self._listener = Listener(self._listen_params(), self.channel)
         except Exception as exc:
@@ -369,6 +397,21 @@ class OrmBroker(ProcessLocal, Broker):
         retry = float(self.config.retry)
         return self._run(lambda conn: self.dialect.claim(conn, self.queue, count, retry),
                          "dequeue")
+
+    def _idle_wait(self, limit: float, *, ask: bool = True) -> float:
+        """How long a consumer whose claim found nothing sleeps: ``limit``, or less when
+        a row of the queue falls due sooner (but ``due_floor`` at least). Nothing
+        announces a receipt running out, so it asks (one statement, only before a
+        sleep): when ``ask``, when it never did, and once the time it learned passed.
+        A delayed message enqueued while it sleeps wakes it (NOTIFY, the doorbell),
+        and it asks again."""
+        if limit <= self.due_floor:
+            return limit
+        now = time.monotonic()
+        if ask or self._next_due is None or self._next_due <= now:
+            due = self._run(lambda conn: self.dialect.next_due(conn, self.queue), "dequeue")
+            self._next_due = math.inf if due is None else now + max(due, self.due_floor)
+        return min(limit, max(self._next_due - now, self.due_floor))
 
     # -- finishing messages
 
@@ -416,30 +459,36 @@ class OrmBroker(ProcessLocal, Broker):
         if row_ids:
             self._run(work, "touch")
 
-    def release(self, ack_id: str) -> None:
+    def release(self, ack_id: str, *, delay: float = 0.0) -> None:
         """Make a taken message available again at once, in its original place
-        (``visible_at`` goes back to ``created``, the time of its enqueue)."""
+        (``visible_at`` goes back to ``created``, the time of its enqueue); with a
+        ``delay``, in that many seconds (a retry with a backoff). Its deliveries and
+        its priority stay."""
         row_id = _ack_id(ack_id)
-        self._run(lambda conn: self.dialect.release(conn, self.queue, row_id), "release")
+        delay, _ = checked_delivery(PLUGIN, delay)
+        self._run(lambda conn: self.dialect.release(conn, self.queue, row_id, delay), "release")
 
     # -- sizes and queues
 
-    def _count(self, op: str, what: str) -> int:
+    def _count(self, condition: str, what: str) -> int:
         def work(conn: BaseDatabaseWrapper) -> int:
             now_sql, now_params = self.dialect.clock(conn)
             with conn.cursor() as cursor:
                 cursor.execute(
-                    f"SELECT COUNT(*) FROM {QUEUE_TABLE} WHERE queue = %s AND visible_at {op} "
-                    f"{now_sql}", [self.queue, *now_params])
+                    f"SELECT COUNT(*) FROM {QUEUE_TABLE} WHERE queue = %s AND "
+                    f"{condition.format(now=now_sql)}", [self.queue, *now_params])
                 return int(cursor.fetchone()[0])
 
         return self._run(work, what)
 
     def queue_size(self) -> int:
-        return self._count("<=", "queue_size")
+        """Messages that may be taken now: delayed ones not yet due are not counted."""
+        return self._count("visible_at <= {now}", "queue_size")
 
     def lock_size(self) -> int:
-        return self._count(">", "lock_size")
+        """Messages taken and not yet back: a delayed one never taken is not in flight
+        (one released with a delay counts until it falls due)."""
+        return self._count("visible_at > {now} AND deliveries > 0", "lock_size")
 
     def purge_queue(self) -> None:
         def work(conn: BaseDatabaseWrapper) -> None:

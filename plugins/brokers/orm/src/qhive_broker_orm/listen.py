@@ -62,6 +62,9 @@ class Listener:
         from psycopg import sql
 
         self.channel = channel
+        #: A notification with a payload arrived since its reader reset this (the ORM
+        #: broker's delayed messages: see :data:`qhive_broker_orm.dialects.postgresql.LATER`).
+        self.flagged = False
         #: The process that opened the connection (see :attr:`inherited`).
         self.pid = os.getpid()
         self.conn: psycopg.Connection = psycopg.connect(**params, autocommit=True)
@@ -109,11 +112,18 @@ class Listener:
 
     def drain(self) -> int:
         """Forget notifications already received (no round-trip); how many there were."""
-        return sum(1 for _ in self.conn.notifies(timeout=0))
+        count = 0
+        for notify in self.conn.notifies(timeout=0):
+            count += 1
+            self.flagged = self.flagged or bool(notify.payload)
+        return count
 
     def wait(self, seconds: float) -> bool:
         """Sleep until a notification arrives or ``seconds`` pass; True if one came."""
-        return any(True for _ in self.conn.notifies(timeout=seconds, stop_after=1))
+        for notify in self.conn.notifies(timeout=seconds, stop_after=1):
+            self.flagged = self.flagged or bool(notify.payload)
+            return True
+        return False
 
     def close(self) -> None:
         """Close the connection; errors are ignored. An inherited listener is only

@@ -7,8 +7,10 @@ the models exist for migrations, the admin and ad-hoc queries.
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+from qhive.contracts import PRIORITY_MAX, PRIORITY_MIN
 
 
 class QueuedTaskQuerySet(models.QuerySet):
@@ -21,17 +23,19 @@ class QueuedTaskQuerySet(models.QuerySet):
         return self.filter(visible_at__lte=timezone.now())
 
     def in_flight(self) -> QueuedTaskQuerySet:
-        """Messages taken by a cluster and not yet acknowledged (or released)."""
-        return self.filter(visible_at__gt=timezone.now())
+        """Messages taken by a cluster and not yet acknowledged (or released); as the
+        broker's ``lock_size`` counts them, delayed ones never taken are not in flight."""
+        return self.filter(visible_at__gt=timezone.now(), deliveries__gt=0)
 
 
 class QueuedTask(models.Model):
     """One message of the ORM broker: Django Q2's ``OrmQ``.
 
     ``visible_at`` is Django Q2's ``lock``: the message may be taken once it is
-    in the past. Enqueue sets it to now; taking the message sets it to now +
-    ``retry``, so a message that is never acknowledged comes back after
-    ``retry`` seconds; acknowledging deletes the row.
+    in the past. Enqueue sets it to now (+ its delay); taking the message sets it
+    to now + ``retry``, so a message that is never acknowledged comes back after
+    ``retry`` seconds; acknowledging deletes the row. Of the messages that may be
+    taken, those of a higher ``priority`` go first.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -47,6 +51,14 @@ class QueuedTask(models.Model):
         default=0, help_text="How many times the task has been handed to a cluster."
     )
     created = models.DateTimeField(default=timezone.now, help_text="When the task was enqueued.")
+    # db_default: the broker's plain INSERTs leave the column out (and so can a broker
+    # of the previous release, during a rolling upgrade).
+    priority = models.SmallIntegerField(
+        default=0, db_default=0,
+        validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)],
+        help_text=f"Of the tasks that may be taken, higher priorities go first "
+                  f"({PRIORITY_MIN} to {PRIORITY_MAX}; default 0).",
+    )
 
     objects = QueuedTaskQuerySet.as_manager()
 
@@ -55,9 +67,11 @@ class QueuedTask(models.Model):
         verbose_name = "Queued task"
         verbose_name_plural = "Queued tasks"
         indexes = [
-            # The claim: WHERE queue = %s AND visible_at <= now ORDER BY ... id LIMIT n;
-            # also queue_size / lock_size.
-            models.Index(fields=["queue", "visible_at", "id"], name="qhive_queued_task_claim"),
+            # The claim: WHERE queue = %s AND visible_at <= now
+            # ORDER BY priority DESC, visible_at, id LIMIT n, read in index order; also
+            # queue_size / lock_size and the next due time of an idle consumer.
+            models.Index(fields=["queue", "-priority", "visible_at", "id"],
+                         name="qhive_queued_task_claim_prio"),
         ]
 
     def __str__(self) -> str:

@@ -4,23 +4,31 @@ Django Q2's Redis broker ``BLPOP``s a task off a list: from then on the task
 lives only in the memory of the cluster that took it, and a worker or cluster
 that dies takes it along. Here a message stays in Redis until it is
 acknowledged; a message never acknowledged comes back after ``retry``
-seconds. Each queue is four keys sharing the hash tag ``{<queue>}``:
+seconds. Each queue is six keys sharing the hash tag ``{<queue>}``:
 
-* ``qhive:{q}:waiting`` — LIST of message ids, oldest at the head;
+* ``qhive:{q}:waiting`` — LIST of the ids of priority 0, oldest at the head;
+* ``qhive:{q}:prioritized`` — ZSET of the ids of other priorities, highest first;
+* ``qhive:{q}:delayed`` — ZSET id → when it is due (ms, server clock);
 * ``qhive:{q}:payloads`` — HASH id → payload;
 * ``qhive:{q}:deliveries`` — HASH id → how often it was handed out;
 * ``qhive:{q}:inflight`` — ZSET id → receipt deadline (ms, server clock);
 
 plus ``qhive:{q}:seq``, the counter the ids are made from. The steps touching
 several keys are Lua scripts (:mod:`qhive_broker_redis.scripts`): a claim moves
-expired receipts back to the head of the list, pops up to ``count`` ids and
-records their receipts, in one atomic round trip.
+expired receipts and due delayed messages back to be waiting, takes up to
+``count`` ids (priorities above 0, then the list, then those below 0) and
+records their receipts, in one atomic round trip. A plain message (priority 0,
+no delay) only ever touches the list, and the claim sees that the two ZSETs
+are absent with one ``EXISTS``.
 
 An idle ``dequeue(timeout=…)`` does not poll: it blocks in ``BLMOVE waiting
 waiting LEFT LEFT`` — moving the head of the list onto itself, a no-op that
 returns to every blocked client as soon as the list is not empty — and then
-claims. Each wait lasts at most a second, so expired receipts are recovered
-while nothing is enqueued.
+claims. Each wait lasts at most a second, and no longer than until the next
+receipt or delayed message falls due (the claim that found nothing says when),
+so those are taken at once while nothing is enqueued. A message that does not
+go onto the list (a priority, a delay under a second) pushes a wake token onto
+it if it is empty, to end those waits.
 
 Statistics are plain keys with an expiry, found through an index (a ZSET of
 stat keys scored by expiry) instead of Django Q2's blocking ``KEYS``.
@@ -43,7 +51,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
-from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal, checked_delivery
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
 from qhive_redis_client.client import address, check_options, new_client
 from qhive_redis_client.direct import DirectCommands, evalsha_command
@@ -67,6 +75,9 @@ PLUGIN = "Redis broker"
 MAX_BLOCK = 1.0
 #: Redis reads a blocking timeout of 0 as "for ever": never send less than this.
 MIN_BLOCK = 0.01
+#: A message delayed by less than this (ms) wakes the blocked consumers, whose waits
+#: would end after it is due; a longer delay is seen by their next look (MAX_BLOCK).
+WAKE_BELOW_MS = round(MAX_BLOCK * 1000)
 #: ``enqueue_many`` sends at most this many payloads / bytes per script call.
 CHUNK_MESSAGES = 1000
 CHUNK_BYTES = 4 << 20
@@ -81,6 +92,8 @@ class QueueKeys:
     deliveries: str
     inflight: str
     seq: str
+    prioritized: str
+    delayed: str
 
     @classmethod
     def of(cls, queue: str) -> QueueKeys:
@@ -90,7 +103,8 @@ class QueueKeys:
     @property
     def messages(self) -> tuple[str, ...]:
         """The keys holding messages (all but the id counter)."""
-        return self.waiting, self.payloads, self.deliveries, self.inflight
+        return (self.waiting, self.prioritized, self.delayed, self.payloads,
+                self.deliveries, self.inflight)
 
 
 class _Scripts:
@@ -100,6 +114,8 @@ class _Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.direct = DirectCommands(client)
         self.enqueue = client.register_script(scripts.ENQUEUE)
+        self.enqueue_with = client.register_script(scripts.ENQUEUE_WITH)
+        self.queue_size = client.register_script(scripts.QUEUE_SIZE)
         self.claim = client.register_script(scripts.CLAIM)
         self.release = client.register_script(scripts.RELEASE)
         self.touch = client.register_script(scripts.TOUCH)
@@ -120,7 +136,8 @@ class RedisBroker(ProcessLocal, Broker):
     """
 
     capabilities = Capabilities(
-        receipts=True, bulk=True, blocking=True, fifo=True, stats=True, shared=True, touch=True
+        receipts=True, bulk=True, blocking=True, fifo=True, stats=True, shared=True, touch=True,
+        delay=True, priority=True,
     )
 
     def __init__(
@@ -268,12 +285,26 @@ class RedisBroker(ProcessLocal, Broker):
 
     # -- enqueue
 
-    def enqueue(self, payload: bytes) -> str:
+    def enqueue(self, payload: bytes, *, delay: float = 0.0, priority: int = 0) -> str:
+        """Enqueue ``payload``; with ``delay`` (seconds) it cannot be taken before
+        then, with ``priority`` (-10 to 10) it goes before lower priorities."""
         payload = _payload(payload)
+        if not (delay == 0 and priority == 0):
+            delay, priority = checked_delivery(PLUGIN, delay, priority)
+            return self._enqueue_with(payload, _delay_ms(delay), priority)
         with self._errors("enqueue"):
             found = self._script()
             ids = found.direct.evalsha(found.enqueue, self._enqueue_keys(), [_suffix(), payload])
         return ids[0].decode()
+
+    def _enqueue_with(self, payload: bytes, delay_ms: int, priority: int) -> str:
+        k = self.keys
+        with self._errors("enqueue"):
+            found = self._script()
+            new_id = found.direct.evalsha(
+                found.enqueue_with, [k.seq, k.waiting, k.payloads, k.prioritized, k.delayed],
+                [_suffix(), payload, delay_ms, priority, WAKE_BELOW_MS])
+        return new_id.decode()
 
     def enqueue_many(self, payloads: Iterable[bytes]) -> list[str]:
         batch = [_payload(p) for p in payloads]
@@ -299,10 +330,14 @@ class RedisBroker(ProcessLocal, Broker):
             found = self._script()
             claim = self._claim_args(count)
             reply = found.direct.evalsha(found.claim, *claim)
-            while not reply and (remaining := deadline - time.monotonic()) > 0:
+            # A claim that took nothing answers the ms until something falls due (0: nothing).
+            while type(reply) is int and (remaining := deadline - time.monotonic()) > 0:
                 # BLMOVE returns as soon as the list is not empty (or after the wait);
                 # the claim sent behind it runs then, without a round trip in between.
-                wait = max(MIN_BLOCK, round(min(remaining, self._block_limit()), 3))
+                limit = min(remaining, self._block_limit())
+                if reply:
+                    limit = min(limit, reply / 1000)
+                wait = max(MIN_BLOCK, round(limit, 3))
                 k = self.keys
                 _, reply = found.direct.pipeline(
                     ("BLMOVE", k.waiting, k.waiting, "LEFT", "LEFT", wait),
@@ -311,6 +346,8 @@ class RedisBroker(ProcessLocal, Broker):
                     reply = found.direct.evalsha(found.claim, *claim)  # loads it
                 elif isinstance(reply, Exception):
                     raise reply
+        if type(reply) is int:
+            return []
         return [Message(reply[i].decode(), reply[i + 1], int(reply[i + 2]))
                 for i in range(0, len(reply), 3)]
 
@@ -318,7 +355,8 @@ class RedisBroker(ProcessLocal, Broker):
         """KEYS and ARGV of the claim script."""
         k = self.keys
         retry_ms = max(0, round(self.config.retry * 1000))
-        return [k.waiting, k.inflight, k.payloads, k.deliveries], [count, retry_ms]
+        return ([k.waiting, k.inflight, k.payloads, k.deliveries, k.prioritized, k.delayed],
+                [count, retry_ms])
 
     # -- finishing messages
 
@@ -341,13 +379,17 @@ class RedisBroker(ProcessLocal, Broker):
 
     def _forget(self, ids: list[str], *, waiting_too: bool = False) -> None:
         """Remove messages in one round trip (MULTI/EXEC). A message that is
-        waiting again (its receipt ran out) stays in the list unless
-        ``waiting_too``; the claim that pops it finds no payload and skips it."""
+        waiting again (its receipt ran out, or it was released) keeps its id in
+        ``waiting``, ``prioritized`` or ``delayed`` unless ``waiting_too``; the claim
+        that takes it finds no payload and drops it. An acknowledgement thus costs
+        what it did before priorities and delays (and the priority, in the id, needs
+        no cleaning)."""
         k = self.keys
         commands = [("MULTI",), ("ZREM", k.inflight, *ids), ("HDEL", k.payloads, *ids),
                     ("HDEL", k.deliveries, *ids)]
         if waiting_too:
             commands += [("LREM", k.waiting, 0, ack_id) for ack_id in ids]
+            commands += [("ZREM", k.prioritized, *ids), ("ZREM", k.delayed, *ids)]
         *queued, done = self._script().direct.pipeline(*commands, ("EXEC",))
         # an error queueing a command (EXEC then fails: EXECABORT), or running one
         for reply in [*queued, done, *(done if isinstance(done, list) else [])]:
@@ -362,18 +404,23 @@ class RedisBroker(ProcessLocal, Broker):
                 self._script().touch(keys=[self.keys.inflight],
                                      args=[retry_ms, *ids[start:start + CHUNK_MESSAGES]])
 
-    def release(self, ack_id: str) -> None:
-        """Give a message in flight back at once, in its place at the head of the
-        queue (its delivery still counts)."""
+    def release(self, ack_id: str, *, delay: float = 0.0) -> None:
+        """Give a message in flight back, its delivery still counted: at once, in its
+        place among the waiting ones of its priority; or after ``delay`` seconds."""
+        delay_ms = 0 if delay == 0 else _delay_ms(checked_delivery(PLUGIN, delay)[0])
         k = self.keys
         with self._errors("release"):
-            self._script().release(keys=[k.waiting, k.inflight, k.payloads], args=[ack_id])
+            self._script().release(
+                keys=[k.waiting, k.inflight, k.payloads, k.prioritized, k.delayed],
+                args=[ack_id, delay_ms, WAKE_BELOW_MS])
 
     # -- sizes and queues
 
     def queue_size(self) -> int:
+        """Messages that can be taken now: not the delayed ones, nor a wake token."""
         with self._errors("queue_size"):
-            return int(self.client().llen(self.keys.waiting))
+            return int(self._script().queue_size(keys=[self.keys.waiting,
+                                                        self.keys.prioritized]))
 
     def lock_size(self) -> int:
         with self._errors("lock_size"):
@@ -433,6 +480,11 @@ def _payload(value: Any) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"the Redis broker queues bytes, got {type(value).__name__}")
+
+
+def _delay_ms(delay: float) -> int:
+    """``delay`` seconds as whole ms, rounded up: never taken before it."""
+    return math.ceil(delay * 1000)
 
 
 def _suffix() -> str:

@@ -256,9 +256,15 @@ class TaskAdmin(_ResultAdmin):
 class FailAdmin(_ResultAdmin):
     """The failed tasks; resubmitting one deletes it once it is queued again."""
 
-    list_display = ("name", "group", "func", "cluster", "started", "stopped", "short_result")
+    list_display = ("name", "group", "func", "cluster", "started", "stopped", "next_attempt",
+                    "short_result")
     list_deferred = ("args", "kwargs")
     delete_resubmitted = True
+    fields = (
+        "id", "name", "func", "hook", "group", "cluster", "started", "stopped", "time_taken",
+        "attempt_count", "next_attempt", "success", "show_args", "show_kwargs", "show_result",
+    )
+    readonly_fields = fields
 
     @admin.display(description=_("short result"))
     def short_result(self, task: Task) -> str | None:

@@ -59,6 +59,12 @@ class Task(models.Model):
     attempt_count = models.IntegerField(default=0)
     #: A part of an unfinished async_iter: kept whatever save_limit says.
     pinned = models.BooleanField(default=False, editable=False)
+    #: A failure that will be tried again (a retry policy with a backoff): about when
+    #: the next attempt starts. Null otherwise, and for every success.
+    next_attempt = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="For a failure that will be tried again: about when the next attempt "
+                  "starts. Empty when no attempt follows.")
 
     class Meta:
         app_label = "qhive_store_orm"
@@ -163,6 +169,7 @@ class Task(models.Model):
             args=result.args, kwargs=result.kwargs, result=result.result, group=result.group,
             cluster=result.cluster, started=result.started, stopped=result.stopped,
             success=result.success, attempt_count=result.attempt_count, pinned=result.pinned,
+            next_attempt=result.next_attempt,
         )
         if database is not None:
             task._state.adding, task._state.db = False, database
@@ -187,6 +194,7 @@ class Task(models.Model):
             result=self.result, group=self.group, cluster=self.cluster,
             started=_aware(self.started), stopped=_aware(self.stopped),
             success=self.success, attempt_count=self.attempt_count, pinned=self.pinned,
+            next_attempt=_aware(self.next_attempt),
         )
 
     def time_taken(self) -> float:

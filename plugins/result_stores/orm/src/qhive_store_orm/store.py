@@ -90,8 +90,9 @@ logger = logging.getLogger("qhive.store.orm")
 
 #: How often a batch is redone after losing a race with another process.
 MAX_ATTEMPTS = 5
-#: Columns updated when a stored failure is replaced (as Django Q2 does, plus cluster).
-UPDATED = ("result", "success", "stopped", "cluster", "attempt_count", "pinned")
+#: Columns updated when a stored failure is replaced (as Django Q2 does, plus cluster,
+#: pinned and next_attempt: a later failure without a next attempt clears it).
+UPDATED = ("result", "success", "stopped", "cluster", "attempt_count", "pinned", "next_attempt")
 #: Longest strings the columns take; longer ones are cut rather than losing the task.
 LIMITS = {"name": 100, "func": 256, "hook": 256, "group": 100, "cluster": 100}
 
@@ -664,6 +665,7 @@ class OrmResultStore(ResultStore):
             "group": r.group, "cluster": r.cluster, "started": _db_datetime(r.started),
             "stopped": _db_datetime(r.stopped), "success": r.success,
             "attempt_count": r.attempt_count, "pinned": r.pinned,
+            "next_attempt": None if r.next_attempt is None else _db_datetime(r.next_attempt),
         }
         return [values[f.name] for f in fields]
 

@@ -2,12 +2,17 @@
 
 * **Claim** — ``START TRANSACTION``; ``SELECT … FOR UPDATE SKIP LOCKED``;
   ``UPDATE``; ``COMMIT``. MariaDB < 10.6 cannot skip locked rows: claims then
-  wait for each other (still atomic).
+  wait for each other (still atomic). The SELECT reads the claim index
+  ``(queue, priority DESC, visible_at, id)`` in order: descending index columns
+  need MariaDB >= 10.8 or MySQL 8 (older ones build it ascending and sort the
+  rows due).
 * **Clock** — ``UTC_TIMESTAMP(6)`` when Django keeps the columns in UTC
   (``USE_TZ`` and the connection's time zone UTC); the Python clock otherwise,
   since the server does not know the local time zone Django writes.
 * **Insert** — ``RETURNING`` on MariaDB >= 10.5; one ``INSERT`` per row on MySQL.
 * **Statistics** — ``ON DUPLICATE KEY UPDATE``.
+* **Waking** — none: consumers look every ``poll`` seconds, so a delayed message
+  is taken within ``poll`` of falling due (0.2 s by default).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class MySQL(Dialect):
         skip = " SKIP LOCKED" if conn.features.has_select_for_update_skip_locked else ""
         select = (f"SELECT id, payload, deliveries FROM {QUEUE_TABLE}"
                   f" WHERE queue = %s AND visible_at <= {now_sql}"
-                  f" ORDER BY visible_at, id LIMIT %s FOR UPDATE{skip}")
+                  f" ORDER BY priority DESC, visible_at, id LIMIT %s FOR UPDATE{skip}")
         with conn.cursor() as cursor, own_transaction(conn, cursor, "START TRANSACTION"):
             cursor.execute(select, [queue, *now_params, count])
             rows = cursor.fetchall()

@@ -2,12 +2,17 @@
 
 * **Claim** — one ``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING``
   statement, which holds the write lock from its first read; on SQLite < 3.35
-  (no ``RETURNING``), ``BEGIN IMMEDIATE`` + SELECT + UPDATE.
+  (no ``RETURNING``), ``BEGIN IMMEDIATE`` + SELECT + UPDATE. ``RETURNING`` gives
+  the new ``visible_at`` only, so one claim's messages are listed by priority,
+  then ``id`` (enqueue order): a batch that holds a redelivered or delayed message
+  may list it before younger ones of its priority (the batch is still the right
+  one).
 * **Clock** — Python's (the default): SQLite stores times as text.
 * **Errors** — an ``OperationalError`` is about the file (locked past the busy
   timeout, not found), not a connection: a new connection would only fail again.
 * **Waking** — no NOTIFY: an insert or a release rings the queue's
-  :mod:`~qhive_broker_orm.doorbell` when it commits; idle consumers sleep on it.
+  :mod:`~qhive_broker_orm.doorbell` when it commits; idle consumers sleep on it
+  (a consumer woken by a delayed one learns when it falls due).
 """
 
 from __future__ import annotations
@@ -42,20 +47,20 @@ class SQLite(Dialect):
         now_param = conn.ops.adapt_datetimefield_value(now)
         until_param = conn.ops.adapt_datetimefield_value(now + dt.timedelta(seconds=retry))
         candidates = (f"SELECT id FROM {QUEUE_TABLE} WHERE queue = %s AND visible_at <= %s"
-                      f" ORDER BY visible_at, id LIMIT %s")
+                      f" ORDER BY priority DESC, visible_at, id LIMIT %s")
         update = (f"UPDATE {QUEUE_TABLE} SET visible_at = %s, deliveries = deliveries + 1"
                   f" WHERE id IN ({candidates})")
         params = [until_param, queue, now_param, count]
         if sqlite3.sqlite_version_info >= (3, 35):
             # One statement: it holds the write lock from its first read.
             with conn.cursor() as cursor:
-                cursor.execute(f"{update} RETURNING id, payload, deliveries", params)
-                rows = sorted(cursor.fetchall())
-            return [Message(str(i), as_bytes(p), d) for i, p, d in rows]
+                cursor.execute(f"{update} RETURNING id, payload, deliveries, priority", params)
+                rows = sorted(cursor.fetchall(), key=lambda r: (-r[3], r[0]))
+            return [Message(str(i), as_bytes(p), d) for i, p, d, _ in rows]
         with conn.cursor() as cursor, own_transaction(conn, cursor, "BEGIN IMMEDIATE"):
             cursor.execute(
                 f"SELECT id, payload, deliveries FROM {QUEUE_TABLE} WHERE id IN ({candidates})"
-                f" ORDER BY visible_at, id", params[1:])
+                f" ORDER BY priority DESC, visible_at, id", params[1:])
             rows = cursor.fetchall()
             cursor.execute(update, params)
         return [Message(str(i), as_bytes(p), d + 1) for i, p, d in rows]
@@ -63,13 +68,15 @@ class SQLite(Dialect):
     def describe(self, conn: BaseDatabaseWrapper) -> str:
         return f"sqlite {sqlite3.sqlite_version}"
 
-    def insert(self, conn: BaseDatabaseWrapper, queue: str, payloads: list[bytes]) -> list[str]:
-        ids = super().insert(conn, queue, payloads)
+    def insert(self, conn: BaseDatabaseWrapper, queue: str, payloads: list[bytes], *,
+               delay: float = 0.0, priority: int = 0) -> list[str]:
+        ids = super().insert(conn, queue, payloads, delay=delay, priority=priority)
         self.wake(conn, queue, len(ids))
         return ids
 
-    def release(self, conn: BaseDatabaseWrapper, queue: str, row_id: int) -> None:
-        super().release(conn, queue, row_id)
+    def release(self, conn: BaseDatabaseWrapper, queue: str, row_id: int,
+                delay: float = 0.0) -> None:
+        super().release(conn, queue, row_id, delay)
         self.wake(conn, queue, 1)
 
     def wake(self, conn: BaseDatabaseWrapper, queue: str, messages: int | None = None) -> None:
