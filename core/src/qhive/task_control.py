@@ -196,7 +196,7 @@ def _check_capabilities(options: Mapping[str, Any], broker: Broker) -> None:
             raise UnsupportedOption(
                 f"async_task({key}=...) needs a broker that can {_CAN[capability]}; "
                 f"{type(broker).__name__} (queue {broker.queue!r}) cannot (it does not "
-                f"declare Capabilities.{capability}). The orm and redis brokers can.")
+                f"declare Capabilities.{capability}); qplugins list shows the installed brokers")
     if "backoff" in options and not broker.capabilities.receipts:
         raise UnsupportedOption(
             f"async_task(backoff=...) needs a broker with receipts, so that a failed task "

@@ -130,6 +130,13 @@ def test_explicit_broker_with_options_of_its_own(disque_server):
         broker.close()
 
 
+def test_no_delay_declared():
+    """Disque cannot give a job back for a chosen time keeping its counters (README,
+    *Delays*): ``delay`` is not declared, so the core refuses countdown/eta/backoff."""
+    assert DisqueBroker.capabilities.delay is False
+    assert DisqueBroker.capabilities.priority is False
+
+
 def test_the_entry_point_names_the_class_and_the_package_imports_nothing():
     from qhive.drivers import load_driver
 

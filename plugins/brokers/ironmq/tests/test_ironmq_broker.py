@@ -449,6 +449,54 @@ def test_dequeue_creates_a_missing_queue_and_waits_on_it(make, service):
     assert broker.queue in service.queue_names()  # later dequeues long-poll on it
 
 
+def test_a_delayed_post_is_held_for_its_whole_seconds(make, service):
+    broker = make()
+    broker.enqueue(b"later", delay=1.2)  # 2 s: IronMQ takes whole seconds, rounded up
+    broker.enqueue(b"now", delay=0)
+    assert [m.payload for m in broker.dequeue(count=5, timeout=0)] == [b"now"]
+    assert broker.queue_size() == 0, "a delayed message is not waiting"
+    service.advance(1.9)
+    assert broker.dequeue(timeout=0) == []
+    service.advance(0.2)
+    [due] = broker.dequeue(timeout=0)
+    assert (due.payload, due.deliveries) == (b"later", 1)
+    broker.acknowledge(due.ack_id)
+
+
+def test_release_with_a_delay_counts_the_reservation(make, service):
+    broker = make()
+    broker.enqueue_many([b"retry me", b"next"])
+    [taken] = broker.dequeue(timeout=0)
+    broker.release(taken.ack_id, delay=5)
+    [other] = broker.dequeue(timeout=0)
+    assert other.payload == b"next", "released with a delay: not at the front"
+    service.advance(4.9)
+    assert broker.dequeue(timeout=0) == []
+    service.advance(0.2)
+    [again] = broker.dequeue(timeout=0)
+    assert (again.payload, again.deliveries) == (b"retry me", 2)
+    broker.acknowledge_many([other.ack_id, again.ack_id])
+    broker.release(again.ack_id, delay=5)  # finished: nothing to give back, no error
+    assert service.messages(broker.queue) == []
+
+
+def test_a_delay_over_7_days_or_not_a_number_is_refused(make, service):
+    broker = make()
+    with pytest.raises(ValueError) as caught:
+        broker.enqueue(b"too late", delay=604_801)
+    text = one_line(caught.value)
+    assert "IronMQ broker" in text and "604800 s (7 days)" in text
+    broker.enqueue(b"at the limit", delay=604_800)
+    for bad, error in [(-1, ValueError), (float("nan"), ValueError), ("5", TypeError)]:
+        with pytest.raises(error, match="IronMQ broker: delay must be"):
+            broker.enqueue(b"x", delay=bad)
+        with pytest.raises(error, match="IronMQ broker: delay must be"):
+            broker.release("1:2", delay=bad)
+    assert len(service.messages(broker.queue)) == 1
+    # IronMQ's size counts delayed messages: lock_size() counts them with those in flight
+    assert (broker.queue_size(), broker.lock_size()) == (0, 1)
+
+
 # --------------------------------------------------------------------------- the emulator
 
 

@@ -4,6 +4,7 @@ data across a restart (the cluster's outage test relies on it)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 import time
 import uuid
@@ -283,6 +284,53 @@ def test_a_released_message_goes_back_to_its_place(made):
     broker.release(first.ack_id)
     order = [m.payload for m in broker.dequeue(count=3)]
     assert order == [b"1", b"2", b"3"]
+
+
+def test_a_delay_is_a_later_visible_and_not_a_lease(made, server):
+    broker = made(retry=30)
+    broker.enqueue(b"plain")
+    broker.enqueue(b"plain too", delay=0)
+    before = time.time()
+    delayed_id = broker.enqueue(b"later", delay=60)
+    assert (broker.queue_size(), broker.lock_size()) == (2, 0), "delayed: neither"
+    client = pymongo.MongoClient(server.url)
+    try:
+        documents = {d["payload"]: d for d in
+                     client[DATABASE][QUEUE_PREFIX + broker.queue].find({})}
+    finally:
+        client.close()
+    assert set(documents[b"plain"]) == {"_id", "payload", "visible", "deliveries"}
+    due = documents[b"later"]["visible"].replace(tzinfo=dt.UTC).timestamp()
+    assert before + 60 <= due + 0.001 <= time.time() + 60.01
+    assert str(documents[b"later"]["_id"]) == delayed_id
+    taken = broker.dequeue(count=5)
+    assert [m.payload for m in taken] == [b"plain", b"plain too"]
+    broker.acknowledge_many([m.ack_id for m in taken])
+    assert broker.dequeue(timeout=0.3) == []
+
+
+def test_release_with_a_delay_ends_the_lease(made):
+    broker = made(retry=30)
+    broker.enqueue(b"again")
+    taken = broker.dequeue()[0]
+    broker.release(taken.ack_id, delay=30)
+    assert (broker.queue_size(), broker.lock_size()) == (0, 0)
+    broker.touch([taken.ack_id])  # no lease any more: nothing moves
+    broker.release(taken.ack_id)  # the same: it stays delayed
+    assert broker.dequeue(timeout=0.3) == []
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (float("inf"), ValueError),
+                                        ("1", TypeError), (None, TypeError)])
+def test_a_bad_delay_names_the_broker(made, bad, error):
+    broker = made()
+    with pytest.raises(error, match="MongoDB broker: delay must be"):
+        broker.enqueue(b"x", delay=bad)
+    broker.enqueue(b"y")
+    taken = broker.dequeue()[0]
+    with pytest.raises(error, match="MongoDB broker: delay must be"):
+        broker.release(taken.ack_id, delay=bad)
+    assert broker.queue_size() == 0
 
 
 # --------------------------------------------------------------------------- restarts

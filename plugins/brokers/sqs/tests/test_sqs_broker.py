@@ -473,6 +473,81 @@ def test_release_makes_a_message_visible_at_once(brokers):
     assert broker.queue_size() == 0
 
 
+# --------------------------------------------------------------------------- delays
+
+
+def test_a_delay_is_delay_seconds_rounded_up_and_none_is_sent_without_one(brokers):
+    broker = brokers()
+    sends = calls(broker, "SendMessage")
+    broker.enqueue(b"now")
+    broker.enqueue(b"also now", delay=0)
+    broker.enqueue(b"later", delay=1.2)
+    assert [c.get("DelaySeconds") for c in sends] == [None, None, 2]
+    assert {m.payload for m in broker.dequeue(count=10, timeout=1)} == {b"now", b"also now"}
+
+
+def test_a_delay_over_900_s_is_refused_naming_the_limit(brokers):
+    broker = brokers()
+    sends = calls(broker, "SendMessage")
+    with pytest.raises(ValueError) as caught:
+        broker.enqueue(b"too late", delay=901)
+    text = one_line(caught.value)
+    assert "SQS broker" in text and "900 s" in text and "nothing was sent" in text
+    broker.enqueue(b"at the limit", delay=900)
+    assert [c.get("DelaySeconds") for c in sends] == [900]
+    for bad, error in [(-1, ValueError), (float("nan"), ValueError), ("5", TypeError)]:
+        with pytest.raises(error, match="SQS broker: delay must be"):
+            broker.enqueue(b"x", delay=bad)
+
+
+def test_a_fifo_queue_declares_no_delay_and_refuses_one(brokers):
+    for options in ({}, {"message_group": "message"}):
+        broker = brokers(name() + ".fifo", **options)
+        assert broker.capabilities.delay is False
+        with pytest.raises(ValueError) as caught:
+            broker.enqueue(b"later", delay=1)
+        text = one_line(caught.value)
+        assert "FIFO queue" in text and "standard queue" in text
+        assert broker.queue_size() == 0
+    assert SqsBroker.capabilities.delay is True  # the class: a standard queue's
+    assert brokers().capabilities.delay is True
+
+
+def test_release_with_a_delay_on_a_fifo_queue(brokers):
+    broker = brokers(name() + ".fifo", message_group="message", retry=600)
+    broker.enqueue(b"retry me")
+    [taken] = broker.dequeue(timeout=1)
+    released = time.monotonic()
+    broker.release(taken.ack_id, delay=2)
+    assert broker.dequeue(timeout=1) == []
+    [again] = broker.dequeue(timeout=4)
+    assert time.monotonic() - released >= 1.95
+    assert (again.payload, again.deliveries) == (b"retry me", 2)
+    broker.acknowledge(again.ack_id)
+
+
+def test_release_with_a_delay_over_12_hours_is_refused(brokers):
+    broker = brokers(retry=600)
+    broker.enqueue(b"held")
+    [taken] = broker.dequeue(timeout=1)
+    visibility = calls(broker, "ChangeMessageVisibility")
+    with pytest.raises(ValueError, match=r"SQS broker: .* 43200 s \(12 hours\)"):
+        broker.release(taken.ack_id, delay=43_201)
+    assert visibility == [], "nothing was sent"
+    broker.release(taken.ack_id, delay=0.3)
+    assert [c["VisibilityTimeout"] for c in visibility] == [1]
+    [again] = broker.dequeue(timeout=3)
+    broker.acknowledge(again.ack_id)
+    broker.release(again.ack_id, delay=5)  # finished: nothing to give back, no error
+
+
+def test_delayed_messages_are_not_waiting(brokers):
+    broker = brokers()
+    broker.enqueue(b"later", delay=60)
+    assert broker.queue_size() == 0
+    assert broker.dequeue(timeout=1) == []
+
+
 # --------------------------------------------------------------------------- purge
 
 

@@ -28,6 +28,12 @@ protocol), payloads as raw bytes:
 * ping — ``PING``; info — the version from ``INFO``.
 
 Disque keeps no statistics: ``stats=False``, the cluster keeps them in its result store.
+
+No ``delay`` either: ``ADDJOB … DELAY`` delays a new job, but a job handed out cannot be
+given back for a chosen time — ``NACK`` / ``ENQUEUE`` queue it at once, ``WORKING``
+postpones it by its own ``RETRY`` only — and a new delayed copy would restart its
+delivery counters (``max_attempts`` would never stop a task retried with a backoff). The
+contract asks for both, so the broker declares neither.
 Which node is used, and the next one when it fails: :mod:`qhive_broker_disque.connection`.
 """
 

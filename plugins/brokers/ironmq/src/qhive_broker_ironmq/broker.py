@@ -17,13 +17,19 @@ worker or cluster that dies loses nothing: its tasks run again after ``retry``.
 * ``dequeue(count, timeout)`` reserves up to 100 at once and long-polls (``wait``,
   at most 30 s per request): IronMQ answers as soon as a message can be taken, so
   an idle cluster is woken by a new task without polling.
+* Delays are IronMQ's own: ``enqueue(delay=s)`` posts the message with ``delay``,
+  ``release(ack_id, delay=s)`` releases it with ``delay`` — whole seconds (``s``
+  rounded up), at most 604,800 (7 days, the service's limit: more is a ValueError).
+  IronMQ keeps the message meanwhile; it then goes to the back of the queue. A plain
+  enqueue or release sends no ``delay``.
 * Payloads are bytes; IronMQ bodies are text: a body is ``"qhive1:"`` and the
   payload in base64. A body without that prefix (a message some other producer
   posted) is handed on as its UTF-8 bytes, and fails signature verification.
 * ``queue_size()``: IronMQ's ``size`` counts reserved messages too (the client's own
   tests show it), so the waiting ones are counted by a peek (at most 100): exact up
   to 99 waiting, IronMQ's ``size`` from there on (then in flight ones count too).
-  ``lock_size()`` is ``size`` minus that count while it is exact, else None.
+  ``lock_size()`` is ``size`` minus that count while it is exact, else None; ``size``
+  counts delayed messages too, so ``lock_size()`` counts them with those in flight.
 
 Statistics are not kept here (``stats=False``): clusters keep them in the result store.
 """
@@ -34,6 +40,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
-from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal, checked_delivery
 from qhive.errors import BrokerError, ConfigError, QhiveError
 
 from qhive_broker_ironmq.client import (
@@ -66,9 +73,11 @@ __all__ = ["BODY_PREFIX", "IronMQBroker", "Renewals"]
 
 logger = logging.getLogger("qhive.broker.ironmq")
 
-#: IronMQ's limits: messages per reservation, post and batch delete; long poll seconds.
+#: IronMQ's limits: messages per reservation, post and batch delete; long poll seconds;
+#: the ``delay`` of a post or a release (7 days).
 MAX_BATCH = 100
 MAX_WAIT = 30
+MAX_DELAY = 604_800
 #: ``enqueue_many`` posts at most this many bytes of bodies per request.
 CHUNK_BYTES = 1 << 20
 #: Every body the broker posts starts with this, then the payload in base64.
@@ -141,7 +150,8 @@ class IronMQBroker(ProcessLocal, Broker):
     builds_offline = True  # settings are checked here; the client connects on use
 
     capabilities = Capabilities(
-        receipts=True, bulk=True, blocking=True, fifo=True, stats=False, shared=True, touch=True
+        receipts=True, bulk=True, blocking=True, fifo=True, stats=False, shared=True, touch=True,
+        delay=True,
     )
 
     def __init__(self, queue: str = "default", *, config: Config | None = None,
@@ -238,8 +248,18 @@ class IronMQBroker(ProcessLocal, Broker):
 
     # -- enqueue
 
-    def enqueue(self, payload: bytes) -> str:
+    def enqueue(self, payload: bytes, *, delay: float = 0.0) -> str:
+        """Post one message; with ``delay`` (seconds, rounded up, at most 7 days) IronMQ
+        keeps it from being reserved until then."""
+        if delay != 0:
+            return self._enqueue_delayed(payload, _delay_seconds(delay))
         return self.enqueue_many([payload])[0]
+
+    def _enqueue_delayed(self, payload: bytes, seconds: int) -> str:
+        reply = self._call("enqueue", "post", {"body": _body(payload), "delay": seconds})
+        with self._errors("enqueue"):
+            [got] = reply["ids"]
+        return str(got)
 
     def enqueue_many(self, payloads: Iterable[bytes]) -> list[str]:
         """Post in requests of at most 100 messages / 1 MiB; each request is atomic,
@@ -352,11 +372,14 @@ class IronMQBroker(ProcessLocal, Broker):
                 _RENEWALS.renewed(self._scope, ack_id, str(reply["reservation_id"]),
                                   self.reservation_timeout)
 
-    def release(self, ack_id: str) -> None:
-        """Put a reserved message back at once; IronMQ puts it at the front of the queue
-        (its reservation still counts in ``reserved_count``)."""
+    def release(self, ack_id: str, *, delay: float = 0.0) -> None:
+        """Put a reserved message back at once — IronMQ puts it at the front of the queue
+        — or after ``delay`` seconds (rounded up, at most 7 days), at the back; its
+        reservation still counts in ``reserved_count``."""
+        seconds = 0 if delay == 0 else _delay_seconds(delay)
         message_id, reservation_id = self._held(ack_id)
-        self._call("release", "release", message_id, reservation_id, ignore=(403, 404))
+        self._call("release", "release", message_id, reservation_id, delay=seconds,
+                   ignore=(403, 404))
         _RENEWALS.forget(self._scope, [ack_id])
 
     def _held(self, ack_id: str) -> tuple[str, str]:
@@ -417,6 +440,15 @@ def _body(payload: Any) -> str:
     if not isinstance(payload, bytes):
         raise TypeError(f"the IronMQ broker queues bytes, got {type(payload).__name__}")
     return BODY_PREFIX + base64.b64encode(payload).decode("ascii")
+
+
+def _delay_seconds(delay: Any) -> int:
+    """A ``delay`` as IronMQ's: whole seconds, rounded up (never taken early)."""
+    seconds = math.ceil(checked_delivery(PLUGIN, delay)[0])
+    if seconds > MAX_DELAY:
+        raise ValueError(f"{PLUGIN}: a delay of {delay:g} s is over IronMQ's limit of "
+                         f"{MAX_DELAY} s (7 days); nothing was sent")
+    return seconds
 
 
 def _payload(body: str) -> bytes:

@@ -9,8 +9,10 @@ message:
 
 * ``payload`` — the bytes given to :meth:`~MongoBroker.enqueue`;
 * ``visible`` — from when it may be taken: the second it was enqueued (its ObjectId's),
-  then, while leased, the end of the lease;
-* ``token`` — the lease, a random token written by the claim that took it;
+  or when its delay ends; while leased, the end of the lease; released with a delay,
+  the end of that delay;
+* ``token`` — the lease, a random token written by the claim that took it (absent on
+  a message never taken, or given back by :meth:`~MongoBroker.release`);
 * ``deliveries`` — how often it was handed out.
 
 A claim is atomic per message and takes messages in queue order (``visible``, then
@@ -30,9 +32,15 @@ one ``delete_many``): it was processed, so a second run is not wanted. :meth:`to
 and :meth:`release` change only the lease their receipt names: a cluster whose lease ran
 out never prolongs or hands back the lease of the cluster that took the message since.
 
+Delays (``enqueue(delay=s)``, ``release(ack_id, delay=s)``) are only a later
+``visible``: the message is an ordinary document meanwhile (it survives restarts) and
+is taken by the first look after it falls due, in queue order with the others. A plain
+enqueue costs what it did: one ``insert_one``.
+
 There is no wake-up (change streams need a replica set): :meth:`dequeue` polls with the
 core's back-off — a look every few milliseconds while work comes, one every ``poll``
-seconds once idle. Statistics live in ``qhive_stats`` (key, value, expiry), with a TTL
+seconds once idle (so a delayed message is taken at most ``poll`` seconds, 0.2 by
+default, after it falls due). Statistics live in ``qhive_stats`` (key, value, expiry), with a TTL
 index so the server deletes expired ones; reads skip them before it does.
 
 Times come from the clock of the process that enqueues, takes or renews: pymongo's
@@ -62,7 +70,7 @@ from pymongo.errors import (
     PyMongoError,
     ServerSelectionTimeoutError,
 )
-from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal, checked_delivery
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError
 
 from qhive_broker_mongo.options import (
@@ -114,7 +122,8 @@ class MongoBroker(ProcessLocal, Broker):
     builds_offline = True  # settings are checked here; the client connects on use
 
     capabilities = Capabilities(
-        receipts=True, bulk=True, blocking=False, fifo=True, stats=True, shared=True, touch=True
+        receipts=True, bulk=True, blocking=False, fifo=True, stats=True, shared=True, touch=True,
+        delay=True,
     )
 
     def __init__(
@@ -228,8 +237,11 @@ class MongoBroker(ProcessLocal, Broker):
 
     # -- enqueue
 
-    def enqueue(self, payload: bytes) -> str:
+    def enqueue(self, payload: bytes, *, delay: float = 0.0) -> str:
+        """Insert the message; with ``delay`` (seconds) it is not visible before then."""
         document = _document(payload)
+        if delay != 0:
+            document["visible"] = _later(checked_delivery(PLUGIN, delay)[0])
         with self._errors("enqueue"):
             self._queue().insert_one(document)
         return str(document["_id"])
@@ -321,26 +333,30 @@ class MongoBroker(ProcessLocal, Broker):
                 queue.update_many({"_id": {"$in": ids}, "token": token, "visible": {"$gt": now}},
                                   {"$set": {"visible": until}})
 
-    def release(self, ack_id: str) -> None:
-        """End the lease at once and put the message back in its place in the queue
-        (its delivery still counts); a lease that ran out or was taken over stays."""
+    def release(self, ack_id: str, *, delay: float = 0.0) -> None:
+        """End the lease and put the message back in its place in the queue at once, or
+        make it visible ``delay`` seconds from now (its delivery still counts either
+        way); a lease that ran out or was taken over stays."""
         oid, token = _receipt(ack_id)
+        visible = (_naive(oid.generation_time) if delay == 0
+                   else _later(checked_delivery(PLUGIN, delay)[0]))
         with self._errors("release"):
             self._queue().update_one(
                 {"_id": oid, "token": token, "visible": {"$gt": _now()}},
-                {"$set": {"visible": _naive(oid.generation_time)}, "$unset": {"token": ""}})
+                {"$set": {"visible": visible}, "$unset": {"token": ""}})
 
     # -- sizes and queues
 
     def queue_size(self) -> int:
-        """Messages waiting: not leased, or whose lease ran out."""
+        """Messages waiting: not leased, or whose lease ran out (not those delayed)."""
         with self._errors("queue_size"):
             return self._queue().count_documents({"visible": {"$lte": _now()}})
 
     def lock_size(self) -> int:
-        """Messages leased and not yet acknowledged."""
+        """Messages leased and not yet acknowledged (a delayed message has no lease)."""
         with self._errors("lock_size"):
-            return self._queue().count_documents({"visible": {"$gt": _now()}})
+            return self._queue().count_documents({"visible": {"$gt": _now()},
+                                                  "token": {"$exists": True}})
 
     def purge_queue(self) -> None:
         """Remove every message, waiting or leased (the collection and index stay)."""
@@ -396,6 +412,15 @@ class MongoBroker(ProcessLocal, Broker):
 def _now() -> dt.datetime:
     """Now in UTC, naive, as BSON dates are read back by default."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _later(seconds: float) -> dt.datetime:
+    """``seconds`` from now, rounded up to the millisecond BSON dates keep: a delayed
+    message is never visible before its delay has passed."""
+    moment = _now() + dt.timedelta(seconds=seconds)
+    if moment.microsecond % 1000:
+        moment += dt.timedelta(microseconds=1000 - moment.microsecond % 1000)
+    return moment
 
 
 def _naive(moment: dt.datetime) -> dt.datetime:

@@ -11,7 +11,9 @@ How each step maps onto SQS:
 * ``enqueue`` — SendMessage; the body is ``qhive:`` and the task package in
   base64 (SQS bodies are non-empty text; packages are bytes). A body over the
   queue's ``MaximumMessageSize`` is refused here, naming the sizes, before SQS
-  sees it. ``enqueue_many`` sends batches of 10 (and 1 MiB).
+  sees it. ``enqueue_many`` sends batches of 10 (and 1 MiB). ``enqueue(delay=s)``
+  (a standard queue only) sends DelaySeconds, ``s`` rounded up to whole seconds, at
+  most 900 (SQS's limit: a longer delay is a ValueError naming it).
 * ``dequeue(count, timeout)`` — ReceiveMessage of up to 10, long-polling up to
   20 s per call (``receive_message_wait_time_seconds``): it returns as soon as a
   message arrives. Timeouts below a second are short polls, ``poll`` apart.
@@ -20,7 +22,8 @@ How each step maps onto SQS:
   then raised; entries SQS refuses (a receipt handle of a message no longer in
   flight) are logged: the message was deleted already, or runs again.
 * ``touch`` — ChangeMessageVisibilityBatch to ``retry``; ``release`` —
-  ChangeMessageVisibility to 0.
+  ChangeMessageVisibility to 0, or to ``delay`` (whole seconds, rounded up; SQS keeps
+  a message hidden at most 12 hours from when it was received).
 * ``queue_size`` / ``lock_size`` — ApproximateNumberOfMessages / …NotVisible,
   read on every call.
 * ``purge_queue`` — PurgeQueue; SQS runs one per queue per 60 s, so while one
@@ -31,6 +34,9 @@ MessageDeduplicationId, so a send that botocore retries is stored once; the
 MessageGroupId is the queue's name (strict order: SQS hands out a group's next
 messages only when those in flight are finished) unless ``message_group`` is
 ``"message"`` (one group per message: no order, no head-of-line blocking).
+SQS gives FIFO queues no per-message delay (only the queue's own DelaySeconds), so a
+FIFO queue's broker does not declare ``delay`` and refuses ``enqueue(delay=…)``;
+``release(delay=…)`` works on either kind of queue.
 
 Unlike Django Q2's: ``ping`` calls SQS, the sizes are read fresh, the bulk limit
 is not written into the global config, a missing region is an error when the
@@ -56,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.config
 import botocore.exceptions
-from qhive.contracts import Broker, Capabilities, Message, ProcessLocal
+from qhive.contracts import Broker, Capabilities, Message, ProcessLocal, checked_delivery
 from qhive.errors import BrokerConnectionError, BrokerError, ConfigError, QhiveError, SetupError
 from qhive.plugins import hookimpl
 
@@ -90,6 +96,8 @@ logger = logging.getLogger("qhive.broker.sqs")
 MAX_BATCH = 10
 #: The longest visibility timeout SQS allows (12 hours).
 MAX_VISIBILITY = 43_200
+#: The longest DelaySeconds SQS allows on a message (15 minutes).
+MAX_DELAY = 900
 #: How long queues this broker creates keep a message: SQS's maximum, 14 days.
 RETENTION = 14 * 24 * 3600
 #: SQS's largest message and batch (1 MiB); a queue may set a smaller MaximumMessageSize.
@@ -109,10 +117,11 @@ LONG_POLL_SLACK = 0.05
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
 
-#: What every SQS queue promises; a FIFO queue with one message group adds ``fifo``,
-#: and long polling turned off (``receive_message_wait_time_seconds: 0``) drops ``blocking``.
+#: What a standard SQS queue promises; a FIFO queue drops ``delay`` (SQS takes no
+#: per-message delay there) and with one message group adds ``fifo``, and long polling
+#: turned off (``receive_message_wait_time_seconds: 0``) drops ``blocking``.
 STANDARD_CAPABILITIES = Capabilities(receipts=True, bulk=True, blocking=True, fifo=False,
-                                     stats=False, shared=True, touch=True)
+                                     stats=False, shared=True, touch=True, delay=True)
 
 
 class _CapabilitiesAttribute:
@@ -154,7 +163,8 @@ class SqsBroker(ProcessLocal, Broker):
                          or f"https://sqs.{self.options.region}.amazonaws.com")
         self._capabilities = dataclasses.replace(
             STANDARD_CAPABILITIES, blocking=self.options.wait > 0,
-            fifo=self.fifo_queue and self.options.message_group == "queue")
+            fifo=self.fifo_queue and self.options.message_group == "queue",
+            delay=not self.fifo_queue)
         self._queue_url: str | None = None
         self._max_message: int | None = None
         self._init_local_state()
@@ -278,10 +288,35 @@ class SqsBroker(ProcessLocal, Broker):
 
     # -- enqueue
 
-    def enqueue(self, payload: bytes) -> str:
+    def enqueue(self, payload: bytes, *, delay: float = 0.0) -> str:
+        """SendMessage; with ``delay`` (seconds, at most 900, rounded up to whole
+        seconds: SQS's DelaySeconds) the message cannot be received before then."""
+        if delay != 0:
+            return self._enqueue_delayed(payload, self._delay_seconds(delay))
         body = self._body(payload)
         reply = self._call("enqueue", "send_message", MessageBody=body, **self._fifo_fields())
         return reply["MessageId"]
+
+    def _enqueue_delayed(self, payload: bytes, seconds: int) -> str:
+        body = self._body(payload)
+        reply = self._call("enqueue", "send_message", MessageBody=body, DelaySeconds=seconds)
+        return reply["MessageId"]
+
+    def _delay_seconds(self, delay: Any) -> int:
+        """``enqueue``'s ``delay`` as SQS's DelaySeconds, or a ValueError saying why SQS
+        cannot hold the message that long."""
+        delay = checked_delivery(PLUGIN, delay)[0]
+        if self.fifo_queue:
+            raise ValueError(
+                f"{PLUGIN}: the FIFO queue {self.sqs_name!r} cannot delay a message: SQS "
+                f"takes a per-message DelaySeconds only on standard queues (a FIFO queue has "
+                f"only its own DelaySeconds attribute); use a queue whose name does not end "
+                f"in '.fifo' for eta/countdown")
+        if delay > MAX_DELAY:
+            raise ValueError(
+                f"{PLUGIN}: a delay of {delay:g} s is over SQS's limit of {MAX_DELAY} s "
+                f"(15 minutes) per message (DelaySeconds); nothing was sent")
+        return math.ceil(delay)
 
     def enqueue_many(self, payloads: Iterable[bytes]) -> list[str]:
         bodies = [self._body(p) for p in payloads]
@@ -401,14 +436,31 @@ class SqsBroker(ProcessLocal, Broker):
                 logger.debug("%s: touch left %d messages alone (%s)", PLUGIN, len(refused),
                              refused[0]["Code"])
 
-    def release(self, ack_id: str) -> None:
-        """Make the message visible again at once (its delivery still counts)."""
+    def release(self, ack_id: str, *, delay: float = 0.0) -> None:
+        """Make the message visible again at once, or after ``delay`` seconds (rounded
+        up to whole seconds): its delivery still counts. SQS keeps a message hidden at
+        most 12 hours from when it was received: a longer delay is a ValueError."""
+        seconds = 0
+        if delay != 0:
+            delay = checked_delivery(PLUGIN, delay)[0]
+            if delay > MAX_VISIBILITY:
+                raise ValueError(
+                    f"{PLUGIN}: cannot release a message for {delay:g} s: SQS keeps a "
+                    f"received message hidden at most {MAX_VISIBILITY} s (12 hours)")
+            seconds = math.ceil(delay)
         try:
             self._call("release", "change_message_visibility", ReceiptHandle=ack_id,
-                       VisibilityTimeout=0,
+                       VisibilityTimeout=seconds,
                        passthrough=("ReceiptHandleIsInvalid", "MessageNotInflight",
                                     "InvalidParameterValue"))
-        except botocore.exceptions.ClientError as exc:  # no longer in flight: nothing to give
+        except botocore.exceptions.ClientError as exc:
+            text = str(exc.response.get("Error", {}).get("Message", ""))
+            if seconds and "VisibilityTimeout" in text:  # past 12 h since it was received
+                raise ValueError(
+                    f"{PLUGIN}: SQS refused to hide a message for another {seconds} s "
+                    f"({error_code(exc)}: {text}): a received message stays hidden at most "
+                    f"{MAX_VISIBILITY} s (12 hours) from when it was received") from None
+            # no longer in flight: nothing to give back
             logger.debug("%s: release of a message no longer in flight (%s)", PLUGIN,
                          error_code(exc))
 
@@ -475,16 +527,26 @@ class SqsBroker(ProcessLocal, Broker):
             self._call("purge_queue", "purge_queue", passthrough=(PURGE_RUNNING,))
         except botocore.exceptions.ClientError:
             deleted = self._drain()
-            in_flight = self.lock_size()
+            left = self._attributes("purge_queue", [
+                "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"])
+            in_flight = left["ApproximateNumberOfMessagesNotVisible"]
+            delayed = left["ApproximateNumberOfMessagesDelayed"]
             logger.info("%s: a PurgeQueue of %r is still running (one per 60 s): deleted %d "
                         "waiting messages one by one", PLUGIN, self.sqs_name, deleted)
-            if in_flight:
+            if in_flight or delayed:
+                kept = []
+                if in_flight:
+                    kept.append(f"{in_flight} in flight (taken, not acknowledged) can only be "
+                                f"deleted by their holder and come back after 'retry' "
+                                f"({self.config.retry} s)")
+                if delayed:
+                    kept.append(f"{delayed} delayed ones cannot be received before they "
+                                f"are due")
                 raise BrokerError(
                     f"{PLUGIN}: purge_queue: SQS runs one PurgeQueue per queue per 60 s and "
                     f"one is still running for {self.sqs_name!r}; {deleted} waiting messages "
-                    f"were deleted one by one, but {in_flight} in flight (taken, not "
-                    f"acknowledged) can only be deleted by their holder and come back after "
-                    f"'retry' ({self.config.retry} s) — purge again in a minute") from None
+                    f"were deleted one by one, but {' and '.join(kept)} — purge again in a "
+                    f"minute") from None
 
     def _drain(self) -> int:
         """Receive and delete what is waiting (long polls of 1 s, which ask every SQS
