@@ -185,3 +185,17 @@ def test_a_package_with_a_malformed_control_option_is_refused(key, value, says):
 
     with pytest.raises(BadPackage, match=says):
         check_package(new_task("math.floor", (1,), **{key: value}))
+
+
+def test_a_chain_links_control_options_are_checked_and_travel_plain():
+    from qhive.task import chain_link, check_package, new_task
+
+    link = chain_link(("math.floor", (1.5,), {"retry_on": ConnectionError, "countdown": 2,
+                                               "priority": 0, "backoff": 3}))
+    assert link["options"] == {
+        "retry_on": ["builtins.ConnectionError"], "countdown": 2,
+        "backoff": {"kind": "fixed", "base": 3, "cap": 3, "jitter": False}}
+    check_package(new_task(link["func"], link["args"], **link["options"]))  # a worker takes it
+    assert delivery(link["options"]) == {"delay": 2.0}, "counted from when it is sent"
+    with pytest.raises(ValueError, match="countdown"):
+        chain_link(("math.floor", (), {"countdown": -1}))

@@ -359,8 +359,7 @@ class Pipeline:
         cluster's rules); a failure to be tried again says when, in its result."""
         if done.result.success or done.ack_id is None or not self.broker.capabilities.receipts:
             return None
-        attempt = max(done.deliveries or 0, done.task.get("attempt") or 0, 1)
-        plan = plan_retry(done.task, done.error, attempt, self.config)
+        plan = plan_retry(done.task, done.error, done.deliveries or 1, self.config)
         if plan is not None and plan.again:
             if plan.delay is None:  # back when its receipt runs out, taken about when it started
                 at = done.task.get("run_started", time.time()) + self.config.retry

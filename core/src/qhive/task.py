@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import math
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from qhive.config.checks import is_number
 from qhive.errors import BadPackage, TaskFunctionNotFound, did_you_mean
 from qhive.naming import humanize
+from qhive.task_control import CONTROL_KEYS, prepare
 
 
 def func_ref(func: Callable[..., Any] | str) -> Callable[..., Any] | str:
@@ -77,9 +78,7 @@ def resolve_func(ref: Callable[..., Any] | str) -> Callable[..., Any]:
 #: function (unless given in ``q_options``).
 OPTION_KEYS = (
     "hook", "group", "save", "sync", "cached", "ack_failure", "iter_count", "iter_cached",
-    "chain", "broker", "cluster", "timeout", "task_name",
-    # not in Django Q2: task control (qhive.task_control)
-    "eta", "countdown", "priority", "max_attempts", "retry_on", "backoff",
+    "chain", "broker", "cluster", "timeout", "task_name", *CONTROL_KEYS,
 )
 
 #: Namespace of the ids qhive derives from other ids (chain links, iter parts).
@@ -135,6 +134,13 @@ def chain_link(item: Any) -> dict[str, Any]:
                             f"chain (async_chain's arguments), not per link")
     if callable(options.get("hook")):
         options["hook"] = func_ref(options["hook"])
+    # Control options travel as plain values, checked now; a link's countdown stays
+    # relative: it counts from when the link is sent.
+    countdown = options.pop("countdown", None)
+    prepare(options, None)
+    if countdown is not None:
+        prepare({"countdown": countdown}, None)
+        options["countdown"] = countdown
     return {"func": func_ref(func), "args": tuple(args), "kwargs": kwargs, "options": options}
 
 
@@ -187,11 +193,6 @@ def new_task(
     }
     task.update(options)
     return task
-
-
-def is_number(value: Any) -> bool:
-    """An int or a finite float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 #: What each key of a task package must hold, checked before a worker sees it.

@@ -19,9 +19,9 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from qhive.config.checks import is_number
 from qhive.contracts import PRIORITY_MAX, PRIORITY_MIN
 from qhive.errors import UnsupportedOption
-from qhive.task import is_number
 
 if TYPE_CHECKING:
     from qhive.config import Config

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,7 +25,6 @@ from typing import Any
 from qhive.config.frozen import FrozenMap, freeze
 from qhive.config.redaction import MASK, looks_secret, redact
 from qhive.errors import ConfigError, did_you_mean
-from qhive.task import is_number
 
 # --------------------------------------------------------------------------- the machinery
 
@@ -119,6 +119,11 @@ def unknown_key(key: Any, known: Iterable[str], where: KeyPath) -> ConfigError:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """An int or a finite float, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _or_none(expected: str, none: bool) -> str:
